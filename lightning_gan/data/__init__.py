@@ -1,0 +1,15 @@
+"""Data modules, a resumable sampler and the loader that groups batches per GAN step."""
+
+from lightning_gan.data.base import GANDataModule
+from lightning_gan.data.digits import DigitsDataModule
+from lightning_gan.data.files import ArrayDataModule, ImageFolderDataModule
+from lightning_gan.data.sampler import ResumableSampler, StepLoader
+
+__all__ = [
+    "ArrayDataModule",
+    "DigitsDataModule",
+    "GANDataModule",
+    "ImageFolderDataModule",
+    "ResumableSampler",
+    "StepLoader",
+]

@@ -1,0 +1,4 @@
+from lightning_gan.models.dcgan import DCGAN
+from lightning_gan.models.gan import GAN
+
+__all__ = ["DCGAN", "GAN"]

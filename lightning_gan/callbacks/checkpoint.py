@@ -1,0 +1,34 @@
+"""Checkpoints every K generator steps and a ``last.ckpt`` that is always the end of training."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+class GANCheckpoint(ModelCheckpoint):
+    """:class:`ModelCheckpoint` for manual optimization, where ``global_step`` counts generator steps.
+
+    Lightning 2.6's ModelCheckpoint warns on every manual-optimization save and looks for a pre-step model
+    copy, and its ``on_train_end`` skips ``last.ckpt`` once any save has happened, so after 7 steps with a
+    save every 5, ``last.ckpt`` would hold step 5. Here a periodic save happens after the generator step
+    (the state a resumed run continues from), and training always ends with ``last.ckpt`` at the final step.
+    The hooks reuse ModelCheckpoint's own saving methods; only the "when" differs.
+    """
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if pl_module.automatic_optimization:
+            super().on_train_batch_end(trainer, pl_module, *args)
+            return
+        every = self._every_n_train_steps
+        if every < 1 or trainer.global_step % every != 0 or self._should_skip_saving_checkpoint(trainer):
+            return
+        candidates = self._monitor_candidates(trainer)
+        self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

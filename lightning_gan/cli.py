@@ -1,0 +1,117 @@
+"""The ``lightning-gan`` command: LightningCLI's ``fit``/``validate``/... plus ``generate``.
+
+LightningCLI subcommands must be Trainer methods, so ``generate`` is dispatched here before LightningCLI
+sees the arguments; its own parser is built from :func:`lightning_gan.generate.generate`'s signature.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lightning_gan.callbacks import GANCheckpoint, SampleGrid
+from lightning_gan.data import GANDataModule
+from lightning_gan.models import GAN
+
+#: Errors the project raises for bad settings; the CLI prints them as a one-line usage error, no traceback.
+CONFIG_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError)
+
+
+def find_last_checkpoint(root: str | Path) -> Path:
+    """The newest ``last*.ckpt`` under ``root`` (crash checkpoints are named otherwise and never match)."""
+    root = Path(root)
+    candidates = sorted(root.glob("**/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise FileNotFoundError(
+            f"ckpt_path='last': no last checkpoint (checkpoints/last.ckpt) under {root.resolve()}; "
+            "start a new run without --ckpt_path, or pass the path of a checkpoint"
+        )
+    return candidates[-1]
+
+
+class GANCLI(LightningCLI):
+    """LightningCLI with the project's defaults, argument links, ``--ckpt_path last``, clean config errors."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The networks take the data's shape and class count: linked, never typed twice.
+        parser.link_arguments("data.img_shape", "model.init_args.img_shape", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.add_lightning_class_args(SampleGrid, "sample_grid")
+        parser.add_lightning_class_args(GANCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                # Keep the last checkpoint and one every 500 generator steps ({step} is the generator step).
+                "checkpoint.every_n_train_steps": 500,
+                "checkpoint.save_top_k": -1,
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "{step:06d}",
+                # A resumed run writes last.ckpt in place instead of last-v1.ckpt beside it.
+                "checkpoint.enable_version_counter": False,
+                "model": {"class_path": "lightning_gan.models.DCGAN"},
+                "data": {"class_path": "lightning_gan.data.DigitsDataModule"},
+            }
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.trainer
+        root = Path(trainer.default_root_dir or ".")
+        if trainer.logger in (None, True):
+            # Lightning's default would be TensorBoard when installed; a CSV file works everywhere, offline.
+            trainer.logger = Namespace(
+                class_path="lightning_gan.loggers.CSVLogger", init_args=Namespace(save_dir=str(root))
+            )
+        if config.get("ckpt_path") == "last":
+            # Out of the box Lightning looks for "last" in the new run's own, new, version folder, finds
+            # nothing and quietly starts from scratch; resume the newest run under default_root_dir, in place.
+            try:
+                last = find_last_checkpoint(root)
+            except FileNotFoundError as err:
+                self.parser.error(str(err))
+            config.ckpt_path = str(last)
+            run_dir = last.parent.parent  # <save_dir>/<name>/<version>/checkpoints/last.ckpt
+            # The run's config.yaml stays as it was; each resume records its own config beside it.
+            resumes = len(list(run_dir.glob("config_resume_*.yaml")))
+            self.save_config_kwargs["config_filename"] = f"config_resume_{resumes + 1}.yaml"
+            logger = trainer.logger
+            if isinstance(logger, Namespace) and logger.class_path.rsplit(".", 1)[-1] in (
+                "CSVLogger",
+                "TensorBoardLogger",
+            ):
+                logger.init_args.save_dir = str(run_dir.parent.parent)
+                logger.init_args.name = run_dir.parent.name
+                logger.init_args.version = run_dir.name
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except CONFIG_ERRORS as err:
+            self.parser.error(str(err))
+
+
+def run(args: Sequence[str] | None = None) -> GANCLI | None:
+    """Runs ``lightning-gan`` with ``args`` (default: the command line); returns the CLI object, for tests."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] == "generate":
+        from lightning_gan.generate import generate_cli
+
+        generate_cli(argv[1:])
+        return None
+    return GANCLI(
+        GAN,
+        GANDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=None if args is None else argv,
+        parser_kwargs={"description": "Train GANs (fit, ...). Also: lightning-gan generate --help"},
+        auto_configure_optimizers=False,
+    )
+
+
+def main() -> None:
+    """Entry point of ``lightning-gan`` and ``python -m lightning_gan``."""
+    run()

@@ -1,0 +1,270 @@
+"""The one GAN training algorithm every preset reuses.
+
+One call of :meth:`GAN.training_step` is one *generator step*: ``n_critic`` discriminator updates, each on
+its own real batch drawn from the DataLoader, then one generator update. The data module hands the step a
+list of ``n_critic`` batches (see :class:`lightning_gan.data.StepLoader`), so Lightning's batch count,
+progress bar, ``log_every_n_steps`` and logged ``step`` are all in generator steps.
+
+Lightning's ``global_step`` counts every ``LightningOptimizer.step()`` under manual optimization. D's steps
+go through the strategy directly (precision plugins such as AMP's GradScaler still apply), so only G's step
+is counted: ``trainer.global_step``, ``--trainer.max_steps``, checkpoint names and ``ckpt["global_step"]``
+all mean generator steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable
+from lightning.pytorch.core.optimizer import LightningOptimizer, do_nothing_closure
+from torch import Tensor, nn
+
+from lightning_gan.losses import AdvLoss, clip_weights_, get_loss, gradient_penalty
+from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator, apply_spectral_norm, has_batchnorm
+
+OptimizerName = Literal["adam", "rmsprop"]
+GeneratorFactory = Callable[[int, tuple[int, int, int], int], nn.Module]
+DiscriminatorFactory = Callable[[tuple[int, int, int], int], nn.Module]
+Batch = Sequence[Tensor]  # (images (N, C, H, W) in [-1, 1], labels (N,))
+
+
+def _check(ok: bool, key: str, value: object, allowed: str) -> None:
+    """Raises the project's standard config error: it names the key, the value and what is allowed."""
+    if not ok:
+        raise ValueError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def make_optimizer(
+    name: str, params: Sequence[nn.Parameter], lr: float, betas: tuple[float, float]
+) -> torch.optim.Optimizer:
+    """Builds the optimizer a user names with ``--model.optimizer_g`` / ``--model.optimizer_d``."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas)
+    if name == "rmsprop":  # WGAN (Arjovsky et al. 2017, Alg. 1) uses RMSprop: momentum-free, betas unused
+        return torch.optim.RMSprop(params, lr=lr)
+    raise ValueError(f"optimizer {name!r} is not allowed: choose adam or rmsprop")
+
+
+class GAN(LightningModule):
+    """A GAN trained by the shared manual-optimization step (n_critic, TTUR, any loss, clip/GP/SN).
+
+    Args:
+        generator: Builds G as ``generator(latent_dim, img_shape, num_classes)``; a class path in YAML.
+        discriminator: Builds D as ``discriminator(img_shape, num_classes)``; returns :class:`DOut`.
+        img_shape: (C, H, W) of the data; the CLI links it from the data module.
+        num_classes: Number of classes of the data (0 = unlabelled); linked from the data module.
+        latent_dim: Size of z.
+        loss: Adversarial loss, one of ``bce``, ``minimax``, ``lsgan``, ``hinge``, ``wasserstein``.
+        n_critic: Discriminator updates per generator update, each on a fresh real batch.
+        lr_g, lr_d: Learning rates (TTUR, Heusel et al. 2017); 0 freezes that network.
+        betas_g, betas_d: Adam betas per network.
+        optimizer_g, optimizer_d: ``adam`` or ``rmsprop``.
+        clip_value: WGAN weight clipping of every D parameter to [-c, c] after each D step; 0 = off.
+        gp_weight: WGAN-GP gradient penalty weight; 0 = off.
+        spectral_norm: Wrap every conv/linear layer of D in spectral normalisation (Miyato et al. 2018).
+        scheduler_g, scheduler_d: Optional LR schedulers, stepped once per generator step.
+
+    Example:
+        >>> model = GAN(img_shape=(1, 28, 28), latent_dim=16)
+        >>> model.sample(4).shape
+        torch.Size([4, 1, 28, 28])
+    """
+
+    def __init__(
+        self,
+        generator: GeneratorFactory = DCGANGenerator,
+        discriminator: DiscriminatorFactory = DCGANDiscriminator,
+        *,
+        img_shape: tuple[int, int, int] = (1, 28, 28),
+        num_classes: int = 0,
+        latent_dim: int = 100,
+        loss: AdvLoss = "bce",
+        n_critic: int = 1,
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        betas_g: tuple[float, float] = (0.5, 0.999),
+        betas_d: tuple[float, float] = (0.5, 0.999),
+        optimizer_g: OptimizerName = "adam",
+        optimizer_d: OptimizerName = "adam",
+        clip_value: float = 0.0,
+        gp_weight: float = 0.0,
+        spectral_norm: bool = False,
+        scheduler_g: LRSchedulerCallable | None = None,
+        scheduler_d: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+
+        _check(
+            isinstance(n_critic, int) and n_critic >= 1, "model.n_critic", n_critic, "must be an integer >= 1"
+        )
+        _check(
+            isinstance(latent_dim, int) and latent_dim >= 1, "model.latent_dim", latent_dim, "must be >= 1"
+        )
+        for key, value in (("lr_g", lr_g), ("lr_d", lr_d)):
+            _check(value >= 0, f"model.{key}", value, "must be >= 0 (0 freezes the network)")
+        for key, value in (("betas_g", betas_g), ("betas_d", betas_d)):
+            _check(
+                len(value) == 2 and all(0 <= b < 1 for b in value), f"model.{key}", value, "need 0 <= b < 1"
+            )
+        _check(clip_value >= 0, "model.clip_value", clip_value, "must be >= 0 (0 = off)")
+        _check(gp_weight >= 0, "model.gp_weight", gp_weight, "must be >= 0 (0 = off)")
+        self.adversarial_loss = get_loss(loss)
+        self.scheduler_factories = {"scheduler_g": scheduler_g, "scheduler_d": scheduler_d}
+
+        self.latent_dim = latent_dim
+        self.img_shape = tuple(img_shape)
+        self.num_classes = num_classes
+        self.generator = generator(latent_dim, self.img_shape, num_classes)
+        self.discriminator = discriminator(self.img_shape, num_classes)
+        if has_batchnorm(self.discriminator):
+            # BN couples the samples of a batch: the per-sample gradient GP penalises is then not D's own, and
+            # SN's Lipschitz bound does not hold through BN's division by the batch std (Gulrajani et al.
+            # 2017, sec. 4).
+            _check(
+                gp_weight == 0,
+                "model.gp_weight",
+                gp_weight,
+                "a gradient penalty needs a discriminator "
+                "without BatchNorm: set model.discriminator.init_args.norm to layer, instance or none",
+            )
+            _check(
+                not spectral_norm,
+                "model.spectral_norm",
+                spectral_norm,
+                "spectral norm needs a discriminator "
+                "without BatchNorm: set model.discriminator.init_args.norm to layer, instance or none",
+            )
+        if spectral_norm:
+            apply_spectral_norm(self.discriminator)
+
+    # ---------------------------------------------------------------- what the rest of the project calls
+    @property
+    def batches_per_step(self) -> int:
+        """Real batches one training step consumes; the data module groups batches by this."""
+        return self.hparams.n_critic
+
+    @property
+    def conditional(self) -> bool:
+        """Whether G and D are given labels; the conditioning issue's presets turn this on."""
+        return False
+
+    def sample_latent(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """z ~ N(0, I), shape (num_samples, latent_dim), on the module's device."""
+        return torch.randn(num_samples, self.latent_dim, device=self.device, generator=generator)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num_samples: int,
+        labels: Tensor | None = None,
+        *,
+        z: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Draws images from G in eval mode. Returns (num_samples, C, H, W) in [-1, 1].
+
+        Args:
+            num_samples: How many images.
+            labels: (num_samples,) class of each image, for conditional models; ignored otherwise.
+            z: (num_samples, latent_dim) latent vectors to decode; drawn with ``generator`` when None.
+            generator: Random source for z, for reproducible samples.
+        """
+        if z is None:
+            z = self.sample_latent(num_samples, generator=generator)
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            return self.generator(z, labels if self.conditional else None)
+        finally:
+            self.generator.train(was_training)
+
+    # ---------------------------------------------------------------- the training step, written once
+    def configure_optimizers(self) -> list[dict]:
+        hp = self.hparams
+        opt_g = make_optimizer(hp.optimizer_g, list(self.generator.parameters()), hp.lr_g, tuple(hp.betas_g))
+        opt_d = make_optimizer(
+            hp.optimizer_d, list(self.discriminator.parameters()), hp.lr_d, tuple(hp.betas_d)
+        )
+        configs = []
+        for opt, (key, scheduler) in zip((opt_g, opt_d), self.scheduler_factories.items(), strict=True):
+            config: dict = {"optimizer": opt}
+            if scheduler is not None:
+                sched = scheduler(opt)
+                _check(
+                    not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau),
+                    f"model.{key}",
+                    type(sched).__name__,
+                    "schedulers here are stepped per generator step without a metric",
+                )
+                config["lr_scheduler"] = {"scheduler": sched, "interval": "step"}
+            configs.append(config)
+        return configs
+
+    def training_step(self, batches: Sequence[Batch], batch_idx: int) -> None:
+        if not (
+            isinstance(batches, list | tuple)
+            and len(batches) == self.hparams.n_critic
+            and all(isinstance(b, list | tuple) for b in batches)
+        ):
+            raise TypeError(
+                "GAN.training_step expects a list of "
+                f"model.n_critic={self.hparams.n_critic} real batches per "
+                "generator step; train with a lightning_gan data module (or wrap your DataLoader in "
+                "lightning_gan.data.StepLoader)"
+            )
+        opt_g, opt_d = self.optimizers()
+        d_logs = [self.discriminator_step(opt_d, *batch) for batch in batches]
+        real, labels = batches[-1]
+        g_logs = self.generator_step(opt_g, len(real), labels)
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+            scheduler.step()
+
+        # The D figures are the mean over the n_critic updates of this generator step.
+        logs = {key: torch.stack([log[key] for log in d_logs]).mean() for key in d_logs[0]} | g_logs
+        self.log_dict(logs, prog_bar=True, batch_size=len(real))
+        self.log("step", float(self.global_step), batch_size=len(real))  # x-axis of every logged row: G steps
+
+    def discriminator_step(
+        self, opt_d: LightningOptimizer, real: Tensor, labels: Tensor
+    ) -> dict[str, Tensor]:
+        """One D update on one real batch. Returns detached figures to log."""
+        hp = self.hparams
+        cond = labels if self.conditional else None
+        with torch.no_grad():
+            fake = self.generator(self.sample_latent(len(real)), cond)
+        with self.toggled_optimizer(opt_d):
+            real_scores = self.discriminator(real, cond).logits
+            fake_scores = self.discriminator(fake, cond).logits
+            loss = self.adversarial_loss.d(real_scores, fake_scores)
+            logs = {"loss/d": loss.detach()}
+            if hp.gp_weight > 0:
+                penalty = gradient_penalty(lambda x: self.discriminator(x, cond).logits, real, fake)
+                loss = loss + hp.gp_weight * penalty
+                logs["loss/gp"] = penalty.detach()
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            # Lightning counts every LightningOptimizer.step() in global_step; stepping D through the strategy
+            # (still running precision plugins and on_before_optimizer_step hooks) keeps it out of the count.
+            self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=do_nothing_closure)
+        if hp.clip_value > 0:
+            clip_weights_(self.discriminator, hp.clip_value)
+        logs["d/real_score"] = real_scores.detach().mean()
+        logs["d/fake_score"] = fake_scores.detach().mean()
+        return logs
+
+    def generator_step(self, opt_g: LightningOptimizer, batch_size: int, labels: Tensor) -> dict[str, Tensor]:
+        """One G update on ``batch_size`` fresh samples; this is the step ``global_step`` counts."""
+        cond = labels if self.conditional else None
+        with self.toggled_optimizer(opt_g):
+            fake = self.generator(self.sample_latent(batch_size), cond)
+            loss = self.adversarial_loss.g(self.discriminator(fake, cond).logits)
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            opt_g.step()
+        return {"loss/g": loss.detach()}

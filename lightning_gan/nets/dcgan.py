@@ -1,0 +1,175 @@
+"""DCGAN generator and discriminator (Radford et al. 2016) for any image size with enough factors of 2."""
+
+from typing import Literal, get_args
+
+from einops import rearrange
+from torch import Tensor, nn
+
+from lightning_gan.nets.layers import DOut, NormKind, check_img_shape, init_dcgan_weights_, make_norm
+
+Upsample = Literal["transposed", "nearest", "bilinear"]
+
+
+def _num_stages(img_shape: tuple[int, int, int]) -> int:
+    """The largest n with H and W divisible by 2^n and both H/2^n, W/2^n >= 3.
+
+    28 -> 2 stages from 7x7, 32 -> 3 from 4x4, 64 -> 4 from 4x4, (32, 48) -> 3 from 4x6.
+    """
+    _, h, w = img_shape
+
+    def fits(k: int) -> bool:
+        s = 2**k
+        return h % s == 0 and w % s == 0 and h // s >= 3 and w // s >= 3
+
+    n = 0
+    while fits(n + 1):
+        n += 1
+    if n == 0:
+        raise ValueError(
+            f"img_shape={img_shape!r} is not supported by DCGAN: H and W must be even and at least 6, "
+            "so that one x2 stage starts from a map of at least 3x3"
+        )
+    return n
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed: choose one of {', '.join(allowed)}")
+
+
+def _check_at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+class DCGANGenerator(nn.Module):
+    """DCGAN generator: z -> Linear to a small map, then n x2 upsampling stages -> Tanh image.
+
+    The number of stages n is the largest with H and W divisible by 2^n and the start map at least
+    3x3; channels halve at each stage from ``base_channels * 2^(n-1)``. This net is unconditional:
+    ``num_classes`` and ``labels`` are accepted, so every generator has one signature, and ignored.
+
+    Args:
+        latent_dim: Size of z.
+        img_shape: Output shape (C, H, W).
+        num_classes: Number of classes; unused here.
+        base_channels: Channels before the output conv; the first map has ``base_channels * 2^(n-1)``.
+        upsample: ``"transposed"``: ConvTranspose2d(4, 2, 1); ``"nearest"``/``"bilinear"``: resize then
+            Conv2d(3, 1, 1), which avoids checkerboard artefacts (Odena et al. 2016).
+        norm: Norm after every stage but the last (G's output has no norm).
+
+    Example:
+        >>> import torch
+        >>> g = DCGANGenerator(100, (1, 28, 28), base_channels=8)
+        >>> g(torch.randn(5, 100)).shape
+        torch.Size([5, 1, 28, 28])
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        img_shape: tuple[int, int, int],
+        num_classes: int = 0,
+        *,
+        base_channels: int = 64,
+        upsample: Upsample = "transposed",
+        norm: NormKind = "batch",
+    ) -> None:
+        super().__init__()
+        _check_at_least("latent_dim", latent_dim, 1)
+        _check_at_least("num_classes", num_classes, 0)
+        _check_at_least("base_channels", base_channels, 1)
+        _check_choice("upsample", upsample, get_args(Upsample))
+        _check_choice("norm", norm, get_args(NormKind))
+        self.latent_dim = latent_dim
+        self.img_shape = check_img_shape(img_shape)
+        c, h, w = self.img_shape
+        n = _num_stages(self.img_shape)
+        self.start_shape = (base_channels * 2 ** (n - 1), h // 2**n, w // 2**n)
+
+        # A conv bias just before batch/instance norm is cancelled by its per-channel mean subtraction.
+        bias = norm in ("none", "layer")
+        self.project = nn.Linear(latent_dim, self.start_shape[0] * self.start_shape[1] * self.start_shape[2])
+        self.project_norm = nn.Sequential(make_norm(norm, self.start_shape[0]), nn.ReLU())
+        stages = []
+        for i in range(n):
+            c_in = self.start_shape[0] // 2**i
+            last = i == n - 1
+            c_out = c if last else c_in // 2
+            if upsample == "transposed":
+                conv = nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias or last)
+                stage = [conv]
+            else:
+                conv = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias or last)
+                stage = [nn.Upsample(scale_factor=2, mode=upsample), conv]
+            stage += [nn.Tanh()] if last else [make_norm(norm, c_out), nn.ReLU()]
+            stages.append(nn.Sequential(*stage))
+        self.stages = nn.Sequential(*stages)
+        init_dcgan_weights_(self)
+
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Map z of shape (N, latent_dim) to images (N, C, H, W) in [-1, 1]; ``labels`` is ignored."""
+        c0, h0, w0 = self.start_shape
+        x = rearrange(self.project(z), "n (c h w) -> n c h w", c=c0, h=h0, w=w0)
+        return self.stages(self.project_norm(x))  # (N, C, H, W)
+
+
+class DCGANDiscriminator(nn.Module):
+    """DCGAN discriminator: n strided convs (the generator's mirror) -> flatten -> Linear score.
+
+    Each stage is Conv2d(4, 2, 1) doubling channels from ``base_channels``, then norm (except after the
+    input conv, as in DCGAN) and LeakyReLU(0.2). This net is unconditional: ``num_classes`` and
+    ``labels`` are accepted, so every discriminator has one signature, and ignored.
+
+    Args:
+        img_shape: Input shape (C, H, W).
+        num_classes: Number of classes; unused here.
+        base_channels: Channels of the first conv.
+        norm: Norm after every conv but the first. Use ``"none"``/``"layer"``/``"instance"`` with a
+            gradient penalty, which assumes each sample's score depends only on that sample.
+
+    Example:
+        >>> import torch
+        >>> d = DCGANDiscriminator((1, 28, 28), base_channels=8)
+        >>> out = d(torch.randn(5, 1, 28, 28))
+        >>> out.logits.shape, out.features.shape
+        (torch.Size([5]), torch.Size([5, 784]))
+    """
+
+    def __init__(
+        self,
+        img_shape: tuple[int, int, int],
+        num_classes: int = 0,
+        *,
+        base_channels: int = 64,
+        norm: NormKind = "batch",
+    ) -> None:
+        super().__init__()
+        _check_at_least("num_classes", num_classes, 0)
+        _check_at_least("base_channels", base_channels, 1)
+        _check_choice("norm", norm, get_args(NormKind))
+        self.img_shape = check_img_shape(img_shape)
+        c, h, w = self.img_shape
+        n = _num_stages(self.img_shape)
+
+        bias = norm in ("none", "layer")  # see DCGANGenerator
+        stages = [nn.Sequential(nn.Conv2d(c, base_channels, 4, 2, 1), nn.LeakyReLU(0.2))]
+        for i in range(1, n):
+            c_in = base_channels * 2 ** (i - 1)
+            stages.append(
+                nn.Sequential(
+                    nn.Conv2d(c_in, 2 * c_in, 4, 2, 1, bias=bias),
+                    make_norm(norm, 2 * c_in),
+                    nn.LeakyReLU(0.2),
+                )
+            )
+        self.stages = nn.Sequential(*stages)
+        self.num_features = base_channels * 2 ** (n - 1) * (h // 2**n) * (w // 2**n)
+        self.head = nn.Linear(self.num_features, 1)
+        init_dcgan_weights_(self)
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> DOut:
+        """Score images x of shape (N, C, H, W); ``labels`` is ignored."""
+        features = rearrange(self.stages(x), "n c h w -> n (c h w)")  # (N, F)
+        logits = rearrange(self.head(features), "n 1 -> n")  # (N,)
+        return DOut(logits=logits, class_logits=None, features=features)

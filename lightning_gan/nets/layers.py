@@ -1,0 +1,100 @@
+"""Building blocks shared by every backbone: the discriminator output type, norms, init, spectral norm."""
+
+from typing import Literal, NamedTuple, get_args
+
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
+
+NormKind = Literal["batch", "instance", "layer", "none"]
+
+# The weight layers that init_dcgan_weights_ initialises and apply_spectral_norm normalises.
+_WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+
+
+class DOut(NamedTuple):
+    """What every discriminator returns, whatever its conditioning mode.
+
+    Attributes:
+        logits: Real/fake score of shape (N,); higher means "more real" (see ``lightning_gan.losses``).
+        class_logits: Class scores of shape (N, K) for ACGAN/SSGAN heads; None for an unconditional head.
+        features: Penultimate features of shape (N, F), e.g. for feature matching.
+    """
+
+    logits: Tensor  # (N,)
+    class_logits: Tensor | None  # (N, K)
+    features: Tensor  # (N, F)
+
+
+def check_img_shape(img_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Return ``img_shape`` as a tuple after checking it is three positive ints (C, H, W).
+
+    Raises:
+        ValueError: If ``img_shape`` is not three positive ints.
+    """
+    shape = tuple(img_shape)
+    if len(shape) != 3 or not all(isinstance(s, int) and s >= 1 for s in shape):
+        raise ValueError(f"img_shape must be three positive ints (C, H, W), got {img_shape!r}")
+    return shape  # type: ignore[return-value]
+
+
+def make_norm(kind: NormKind, channels: int) -> nn.Module:
+    """A normalisation layer for conv feature maps of shape (N, channels, H, W).
+
+    ``"layer"`` is ``GroupNorm(1, channels)``: it normalises each sample over (C, H, W), like a
+    LayerNorm that does not need the spatial size. ``"none"`` is ``nn.Identity``.
+
+    Raises:
+        ValueError: If ``kind`` is not one of ``NormKind``.
+
+    Example:
+        >>> make_norm("layer", 8).num_groups
+        1
+    """
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm={kind!r} is not allowed: choose one of {', '.join(get_args(NormKind))}")
+
+
+def init_dcgan_weights_(module: nn.Module) -> None:
+    """In-place DCGAN init (Radford et al. 2016, sec. 4): conv/linear weights ~ N(0, 0.02), biases 0,
+    norm scales ~ N(1, 0.02), norm shifts 0."""
+    for m in module.modules():
+        if isinstance(m, _WEIGHT_LAYERS):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, _BatchNorm | _InstanceNorm | nn.GroupNorm) and m.weight is not None:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def apply_spectral_norm(module: nn.Module) -> nn.Module:
+    """Wrap every Conv1d/Conv2d/ConvTranspose2d/Linear in ``module`` with spectral normalisation
+    (Miyato et al. 2018), skipping layers whose weight is already parametrised.
+
+    Returns:
+        ``module`` itself, modified in place.
+
+    Example:
+        >>> d = apply_spectral_norm(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4, 1)))
+        >>> parametrize.is_parametrized(d[0], "weight")
+        True
+    """
+    for m in list(module.modules()):  # list first: wrapping adds parametrization submodules
+        if isinstance(m, _WEIGHT_LAYERS) and not parametrize.is_parametrized(m, "weight"):
+            spectral_norm(m)
+    return module
+
+
+def has_batchnorm(module: nn.Module) -> bool:
+    """Whether ``module`` contains any BatchNorm layer (which breaks per-sample penalties like WGAN-GP)."""
+    return any(isinstance(m, _BatchNorm) for m in module.modules())
