@@ -92,10 +92,12 @@ def main() -> None:
     args = parser.parse_args()
     seed_everything(0, verbose=False)
     base = GAN(img_shape=(1, 28, 28))
-    dm = DigitsDataModule(batch_size=128, seed=0)
     plain, framework = [], []
     for _ in range(args.rounds):
+        # A fresh data module each time: one attached to a Trainer hands out per-step groups of batches.
+        dm = DigitsDataModule(batch_size=128, seed=0)
         plain += plain_loop(copy.deepcopy(base), dm, args.warmup + args.steps)[args.warmup :]
+        dm = DigitsDataModule(batch_size=128, seed=0)
         framework += lightning_loop(copy.deepcopy(base), dm, args.warmup + args.steps)[args.warmup :]
     p, f = statistics.median(plain), statistics.median(framework)
     print(f"torch threads: {torch.get_num_threads()}, steps timed per loop: {len(plain)} / {len(framework)}")

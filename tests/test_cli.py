@@ -168,3 +168,17 @@ def test_console_script_and_module_entry_point_run(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert list(tmp_path.glob("lightning_logs/version_0/checkpoints/last.ckpt"))
+
+
+def test_image_size_comes_from_the_data_module_not_typed_twice(tmp_path):
+    cli = fit(tmp_path, "--trainer.max_steps=1", "--data.image_size=32")
+    assert cli.model.img_shape == (1, 32, 32)
+    assert cli.model.sample(2).shape == (2, 1, 32, 32)
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme_lines = (REPO / "README.md").read_text().splitlines()[:2]
+    test_command = readme_lines[1].split("&&")[-1].strip()
+    assert test_command.startswith("python -m pytest")
+    assert test_command in (REPO / ".ci" / "run").read_text().splitlines()
+    assert "lightning-gan fit --config configs/dcgan.yaml" in readme_lines[0]

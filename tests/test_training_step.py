@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch import Callback, Trainer
 from torch.nn.utils import parametrize
 
+from lightning_gan.callbacks import GANCheckpoint
 from lightning_gan.data import DigitsDataModule
 from lightning_gan.models import GAN
 from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator
@@ -21,11 +22,11 @@ def tiny_gan(d_norm: str = "batch", **kwargs) -> GAN:
 
 
 def tiny_trainer(tmp_path, max_steps: int, **kwargs) -> Trainer:
+    kwargs.setdefault("enable_checkpointing", False)
     return Trainer(
         default_root_dir=tmp_path,
         max_steps=max_steps,
         logger=False,
-        enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
@@ -162,3 +163,23 @@ def test_training_step_refuses_ungrouped_batches(tmp_path):
     loader = torch.utils.data.DataLoader(DigitsDataModule(batch_size=16).train_dataset, batch_size=16)
     with pytest.raises(TypeError, match=r"model\.n_critic=2"):
         tiny_trainer(tmp_path, max_steps=1).fit(model, loader)
+
+
+class CrashAt(Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            raise RuntimeError("boom")
+
+
+def test_a_crash_writes_on_exception_ckpt_and_never_last_ckpt(tmp_path):
+    checkpoint = GANCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_last=True, save_top_k=-1)
+    trainer = tiny_trainer(
+        tmp_path, max_steps=10, callbacks=[CrashAt(3), checkpoint], enable_checkpointing=True
+    )
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(tiny_gan(), DigitsDataModule(batch_size=16))
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 2
+    assert torch.load(tmp_path / "on_exception.ckpt", weights_only=False)["global_step"] == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
@@ -15,8 +16,12 @@ class GANCheckpoint(ModelCheckpoint):
     copy, and its ``on_train_end`` skips ``last.ckpt`` once any save has happened, so after 7 steps with a
     save every 5, ``last.ckpt`` would hold step 5. Here a periodic save happens after the generator step
     (the state a resumed run continues from), and training always ends with ``last.ckpt`` at the final step.
-    The hooks reuse ModelCheckpoint's own saving methods; only the "when" differs.
+    A crash (an exception, Ctrl-C) writes ``on_exception.ckpt`` beside it and never touches ``last.ckpt``, so
+    ``--ckpt_path last`` only ever resumes a state that training reached cleanly. The hooks reuse
+    ModelCheckpoint's own saving methods; only the "when" differs.
     """
+
+    CHECKPOINT_NAME_ON_EXCEPTION = "on_exception"
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         if pl_module.automatic_optimization:
@@ -32,3 +37,9 @@ class GANCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.save_last and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if self.dirpath is None or trainer.global_step == 0:
+            return
+        path = Path(self.dirpath) / f"{self.CHECKPOINT_NAME_ON_EXCEPTION}{self.FILE_EXTENSION}"
+        trainer.save_checkpoint(path)

@@ -1,5 +1,6 @@
 """The data module every lightning-gan dataset builds on: split, loaders and mid-epoch resume."""
 
+import warnings
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -212,4 +213,9 @@ class GANDataModule(LightningDataModule, ABC):
             )
         self._resume_state = SamplerState(
             epoch=state_dict["epoch"], seed=state_dict["seed"], consumed=state_dict["consumed"]
+        )
+        # Lightning warns that a mid-epoch resume is unreliable unless the DataLoader itself is stateful; here
+        # the data module carries the position, so the warning that follows this call would be wrong.
+        warnings.filterwarnings(
+            "ignore", message="You're resuming from a checkpoint that ended before the epoch"
         )
