@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jsonargparse import Namespace
+from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_gan.callbacks import GANCheckpoint, SampleGrid
-from lightning_gan.data import GANDataModule
-from lightning_gan.models import GAN
 
 #: Errors the project raises for bad settings; the CLI prints them as a one-line usage error, no traceback.
 CONFIG_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError)
@@ -102,8 +101,8 @@ def run(args: Sequence[str] | None = None) -> GANCLI | None:
         generate_cli(argv[1:])
         return None
     return GANCLI(
-        GAN,
-        GANDataModule,
+        LightningModule,  # any preset, and the judge classifier, by class path
+        LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=None if args is None else argv,

@@ -37,6 +37,7 @@ def generate(
     output: str = "samples.npz",
     seed: int = 0,
     batch_size: int = 500,
+    no_ema: bool = False,
 ) -> Path:
     """Samples a trained generator.
 
@@ -49,6 +50,7 @@ def generate(
         output: Path of the .npz file to write.
         seed: Seeds the latent vectors (drawn on the CPU, so the same seed gives the same z on any device).
         batch_size: Samples per forward pass.
+        no_ema: Sample with G's trained weights even when the checkpoint holds an EMA of them.
     """
     for key, value in (("num_samples", num_samples), ("batch_size", batch_size)):
         if value < 1:
@@ -65,7 +67,7 @@ def generate(
         n = min(batch_size, num_samples - start)
         z = torch.randn(n, model.latent_dim, generator=rng).to(device)
         batch_labels = None if labels is None else labels[start : start + n].to(device)
-        chunks.append(model.sample(n, batch_labels, z=z).float().cpu())
+        chunks.append(model.sample(n, batch_labels, z=z, ema=not no_ema).float().cpu())
     images = torch.cat(chunks)
     arrays = {"images": images.numpy().astype(np.float32)}
     if labels is not None:

@@ -13,6 +13,7 @@ all mean generator steps.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -141,6 +142,9 @@ class GAN(LightningModule):
             )
         if spectral_norm:
             apply_spectral_norm(self.discriminator)
+        # An exponential moving average of G's weights, created and updated by the GeneratorEMA callback;
+        # sampling uses it when present. It lives on the module so that checkpoints and `generate` carry it.
+        self.generator_ema: nn.Module | None = None
 
     # ---------------------------------------------------------------- what the rest of the project calls
     @property
@@ -165,6 +169,7 @@ class GAN(LightningModule):
         *,
         z: Tensor | None = None,
         generator: torch.Generator | None = None,
+        ema: bool = True,
     ) -> Tensor:
         """Draws images from G in eval mode. Returns (num_samples, C, H, W) in [-1, 1].
 
@@ -173,15 +178,23 @@ class GAN(LightningModule):
             labels: (num_samples,) class of each image, for conditional models; ignored otherwise.
             z: (num_samples, latent_dim) latent vectors to decode; drawn with ``generator`` when None.
             generator: Random source for z, for reproducible samples.
+            ema: Use the EMA of G's weights when the run keeps one (see ``GeneratorEMA``).
         """
         if z is None:
             z = self.sample_latent(num_samples, generator=generator)
-        was_training = self.generator.training
-        self.generator.eval()
+        net = self.generator_ema if ema and self.generator_ema is not None else self.generator
+        was_training = net.training
+        net.eval()
         try:
-            return self.generator(z, labels if self.conditional else None)
+            return net(z, labels if self.conditional else None)
         finally:
-            self.generator.train(was_training)
+            net.train(was_training)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # A checkpoint of a run with EMA holds generator_ema.* weights: make room for them before loading.
+        has_ema = any(key.startswith("generator_ema.") for key in checkpoint["state_dict"])
+        if has_ema and self.generator_ema is None:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
 
     # ---------------------------------------------------------------- the training step, written once
     def configure_optimizers(self) -> list[dict]:
