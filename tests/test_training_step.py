@@ -183,3 +183,27 @@ def test_a_crash_writes_on_exception_ckpt_and_never_last_ckpt(tmp_path):
         trainer.fit(tiny_gan(), DigitsDataModule(batch_size=16))
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 2
     assert torch.load(tmp_path / "on_exception.ckpt", weights_only=False)["global_step"] == 3
+
+
+class PoisonAt(Callback):
+    """Writes a NaN into G's weights right after generator step ``step`` (a diverged update)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                next(pl_module.generator.parameters()).fill_(float("nan"))
+
+
+def test_weights_with_nan_never_replace_a_good_checkpoint(tmp_path):
+    checkpoint = GANCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_last=True, save_top_k=-1)
+    trainer = tiny_trainer(
+        tmp_path, max_steps=5, callbacks=[PoisonAt(3), checkpoint], enable_checkpointing=True
+    )
+    trainer.fit(tiny_gan(), DigitsDataModule(batch_size=16))
+    last = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 2  # steps 4 and the end (5) had NaN weights: not saved
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["epoch=0-step=2.ckpt", "last.ckpt"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
 
 
 class GANCheckpoint(ModelCheckpoint):
@@ -17,7 +19,8 @@ class GANCheckpoint(ModelCheckpoint):
     save every 5, ``last.ckpt`` would hold step 5. Here a periodic save happens after the generator step
     (the state a resumed run continues from), and training always ends with ``last.ckpt`` at the final step.
     A crash (an exception, Ctrl-C) writes ``on_exception.ckpt`` beside it and never touches ``last.ckpt``, so
-    ``--ckpt_path last`` only ever resumes a state that training reached cleanly. The hooks reuse
+    ``--ckpt_path last`` only ever resumes a state that training reached cleanly. Weights holding NaN or
+    Inf are never saved, so a diverged step cannot replace a good checkpoint. The hooks reuse
     ModelCheckpoint's own saving methods; only the "when" differs.
     """
 
@@ -37,6 +40,17 @@ class GANCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.save_last and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        # Every periodic, best and last save goes through here.
+        module = trainer.lightning_module
+        if not all(torch.isfinite(p).all() for p in module.parameters()):
+            rank_zero_warn(
+                f"Not saving {filepath} at generator step {trainer.global_step}: the weights hold NaN or Inf "
+                "(the previous checkpoints are kept as they are)"
+            )
+            return
+        super()._save_checkpoint(trainer, filepath)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if self.dirpath is None or trainer.global_step == 0:
