@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer, do_nothing_closure
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_gan.losses import AdvLoss, clip_weights_, get_loss, gradient_penalty
@@ -191,10 +192,33 @@ class GAN(LightningModule):
             net.train(was_training)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        # A checkpoint of a run with EMA holds generator_ema.* weights: make room for them before loading.
-        has_ema = any(key.startswith("generator_ema.") for key in checkpoint["state_dict"])
+        state = checkpoint["state_dict"]
+        has_ema = any(key.startswith("generator_ema.") for key in state)
         if has_ema and self.generator_ema is None:
+            # A run with EMA saved generator_ema.* weights: make room for them before loading.
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+        elif not has_ema and self.generator_ema is not None:
+            # EMA switched on for a resumed run: the average starts from the checkpoint's G.
+            prefix = "generator."
+            state.update(
+                {
+                    f"generator_ema.{k[len(prefix) :]}": v.clone()
+                    for k, v in list(state.items())
+                    if k.startswith(prefix)
+                }
+            )
+
+    def on_fit_start(self) -> None:
+        from lightning_gan.callbacks.ema import GeneratorEMA
+
+        if self.generator_ema is not None and not any(
+            isinstance(c, GeneratorEMA) for c in self.trainer.callbacks
+        ):
+            rank_zero_warn(
+                "The checkpoint holds an EMA of G (generator_ema) but no GeneratorEMA callback is "
+                "configured: the average stays frozen while G trains, and sampling keeps using it. Add "
+                "--trainer.callbacks+=lightning_gan.callbacks.GeneratorEMA, or sample with ema=False."
+            )
 
     # ---------------------------------------------------------------- the training step, written once
     def configure_optimizers(self) -> list[dict]:
