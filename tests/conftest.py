@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from lightning_gan.cli import GANCLI, run
 
@@ -22,6 +23,9 @@ TINY = [
 ]
 
 os.environ.setdefault("WANDB_MODE", "offline")
+# Two cores shared with other work: OpenMP threads that spin while the other core is busy made single tests
+# 15x slower; one thread each keeps the suite's time steady.
+torch.set_num_threads(1)
 
 
 def fit(root: Path, *args: str, config: str = DCGAN_CONFIG) -> GANCLI:

@@ -1,4 +1,6 @@
 from lightning_gan.callbacks.checkpoint import GANCheckpoint
+from lightning_gan.callbacks.divergence import DivergenceWatch
+from lightning_gan.callbacks.ema import GeneratorEMA
 from lightning_gan.callbacks.sample_grid import SampleGrid
 
-__all__ = ["GANCheckpoint", "SampleGrid"]
+__all__ = ["DivergenceWatch", "GANCheckpoint", "GeneratorEMA", "SampleGrid"]

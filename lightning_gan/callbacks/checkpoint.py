@@ -38,13 +38,17 @@ class GANCheckpoint(ModelCheckpoint):
         self._save_last_checkpoint(trainer, candidates)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        from lightning_gan.callbacks.divergence import DivergenceWatch
+
+        if any(isinstance(cb, DivergenceWatch) and cb.reason for cb in trainer.callbacks):
+            return  # stopped for divergence: last.ckpt stays at the last periodic save, before the collapse
         if self.save_last and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
         # Every periodic, best and last save goes through here.
-        module = trainer.lightning_module
-        if not all(torch.isfinite(p).all() for p in module.parameters()):
+        state = trainer.lightning_module.state_dict()  # parameters and buffers (BatchNorm statistics too)
+        if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
             rank_zero_warn(
                 f"Not saving {filepath} at generator step {trainer.global_step}: the weights hold NaN or Inf "
                 "(the previous checkpoints are kept as they are)"
