@@ -14,7 +14,7 @@ from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from lightning_gan.callbacks import GANCheckpoint, SampleGrid
+from lightning_gan.callbacks import GANCheckpoint
 
 #: Errors the project raises for bad settings; the CLI prints them as a one-line usage error, no traceback.
 CONFIG_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError)
@@ -39,7 +39,6 @@ class GANCLI(LightningCLI):
         # The networks take the data's shape and class count: linked, never typed twice.
         parser.link_arguments("data.img_shape", "model.init_args.img_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.add_lightning_class_args(SampleGrid, "sample_grid")
         parser.add_lightning_class_args(GANCheckpoint, "checkpoint")
         parser.set_defaults(
             {

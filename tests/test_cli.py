@@ -75,9 +75,10 @@ def test_seed_everything_makes_a_run_repeatable(tmp_path):
 
 
 def test_fit_writes_a_png_grid_and_generate_writes_the_npz(tmp_path):
-    cli = fit(tmp_path, "--trainer.max_steps=2", "--sample_grid.num_samples=16")
+    cli = fit(tmp_path, "--trainer.max_steps=2")
     grid = Image.open(Path(cli.trainer.log_dir) / "samples" / "step_000002.png")
-    assert grid.size == (4 * 32, 4 * 32)  # 4x4 tiles of 28 px + 2 px padding each side
+    assert grid.size == (8 * 32, 8 * 32)  # 8x8 tiles of 28 px + 2 px padding each side
+    assert (Path(cli.trainer.log_dir) / "curves.png").is_file()
 
     out = tmp_path / "out" / "samples.npz"
     ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"

@@ -48,7 +48,8 @@ class DivergenceWatch(Callback):
     window): early in training D legitimately dominates and G covers few classes.
 
     A rollback restores the module's weights (EMA included) and the optimizer states from
-    ``trainer.checkpoint_callback.last_model_path`` (``last.ckpt`` of :class:`GANCheckpoint`), multiplies
+    the ``last_model_path`` of the run's checkpoint callbacks (``last.ckpt`` of :class:`GANCheckpoint`),
+    multiplies
     every learning rate in use by ``lr_factor`` (and LR schedulers' base LRs, so a schedule cannot undo the
     cut), and clears the loss window. The generator-step counter, the data position, LR schedule positions
     and the other callbacks' state are *not* rolled back: training continues forward from the restored
@@ -268,8 +269,9 @@ class DivergenceWatch(Callback):
 
     def _rollback(self, trainer: Trainer, pl_module: LightningModule, step: int, message: str) -> str:
         """Restores the last checkpoint with lower LRs, or stops when it cannot. Returns the action taken."""
-        checkpoint = trainer.checkpoint_callback
-        path = getattr(checkpoint, "last_model_path", "") if checkpoint is not None else ""
+        # The checkpoint callback that keeps last.ckpt; a best-by-FID one beside it has no last_model_path.
+        paths = [getattr(cb, "last_model_path", "") for cb in trainer.checkpoint_callbacks]
+        path = next((p for p in paths if p), "")
         ckpt, why = None, ""
         if self.rollbacks >= self.max_rollbacks:
             why = f"its budget of DivergenceWatch.max_rollbacks={self.max_rollbacks} rollbacks is used up"

@@ -48,6 +48,11 @@ class SampleGrid(Callback):
         return torch.arange(pl_module.num_classes).repeat_interleave(self.per_class)  # row k: class k
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not hasattr(pl_module, "latent_dim") or not hasattr(pl_module, "sample"):
+            raise TypeError(
+                f"SampleGrid draws samples of a GAN; {type(pl_module).__name__} has no latent_dim/sample(): "
+                "remove the callback from this config"
+            )
         if self.fixed_z is None:
             labels = self._labels(pl_module)
             n = self.num_samples if labels is None else len(labels)

@@ -1,0 +1,151 @@
+"""GANMetrics against independent NumPy/SciPy computations; its behaviour on real and collapsed samples."""
+
+from __future__ import annotations
+
+import csv
+from functools import partial
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from lightning.pytorch import Trainer
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.inception import InceptionScore
+
+from lightning_gan.callbacks import GANMetrics
+from lightning_gan.data import DigitsDataModule
+from lightning_gan.loggers import CSVLogger
+from lightning_gan.metrics import JudgeFeatures, cached_digits_judge, save_judge
+from lightning_gan.metrics.coverage import ClassCoverage
+from lightning_gan.models import GAN, Classifier
+from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator
+
+
+def numpy_fid(real: np.ndarray, fake: np.ndarray) -> float:
+    """Fréchet distance of Gaussians fitted to the features (Heusel et al. 2017, eq. 6), SciPy's sqrtm."""
+    mu1, mu2 = real.mean(0), fake.mean(0)
+    s1, s2 = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def numpy_inception_score(logits: np.ndarray) -> float:
+    """exp(E_x KL(p(y|x) || p(y))) over one split (Salimans et al. 2016)."""
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    marginal = p.mean(0, keepdims=True)
+    return float(np.exp((p * (np.log(p) - np.log(marginal))).sum(1).mean()))
+
+
+@pytest.fixture(scope="module")
+def judge_path(tmp_path_factory):
+    """An untrained judge (fixed seed): agreement with the reference does not need a good one."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("judge") / "judge.ckpt"
+    save_judge(Classifier(img_shape=(1, 28, 28), num_classes=10, feature_dim=16), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_judge(tmp_path_factory):
+    return cached_digits_judge(DigitsDataModule(), tmp_path_factory.mktemp("cache"))
+
+
+def frozen_gan(seed: int = 0) -> GAN:
+    """A GAN whose G does not change in training (lr_g=0, no BatchNorm): the same samples in every run."""
+    torch.manual_seed(seed)
+    return GAN(
+        generator=partial(DCGANGenerator, base_channels=8, norm="none"),
+        discriminator=partial(DCGANDiscriminator, base_channels=8),
+        latent_dim=8,
+        lr_g=0.0,
+    )
+
+
+def fit_with_metrics(tmp_path, metrics: GANMetrics, **trainer_kwargs) -> tuple[GAN, Trainer]:
+    model = frozen_gan()
+    trainer = Trainer(
+        default_root_dir=tmp_path, max_steps=2, logger=CSVLogger(tmp_path), callbacks=[metrics],
+        log_every_n_steps=1,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+        **trainer_kwargs,
+    )  # fmt: skip
+    trainer.fit(model, DigitsDataModule(batch_size=16))
+    return model, trainer
+
+
+def test_fid_and_is_equal_an_independent_numpy_scipy_computation(tmp_path, judge_path):
+    metrics = GANMetrics(every_n_steps=2, num_samples=300, judge=str(judge_path), is_splits=1, kid_subsets=3)
+    model, _ = fit_with_metrics(tmp_path, metrics)
+    figures = metrics.history[-1]
+
+    judge = Classifier.load_from_checkpoint(judge_path).eval()
+    z = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fake = model.sample(300, z=z)
+        real = DigitsDataModule(batch_size=16).real_images("val")
+        fake_features, real_features = judge.features(fake).double(), judge.features(real).double()
+        fake_logits = judge(fake).double()
+    assert figures["fid"] == pytest.approx(numpy_fid(real_features.numpy(), fake_features.numpy()), rel=1e-3)
+    assert figures["is"] == pytest.approx(numpy_inception_score(fake_logits.numpy()), rel=1e-3)
+    assert np.isfinite(figures["kid"])
+
+
+def test_same_samples_give_the_same_figures_and_training_randomness_is_untouched(tmp_path, judge_path):
+    metrics = GANMetrics(every_n_steps=1, num_samples=200, judge=str(judge_path), is_splits=4, kid_subsets=5)
+    model, trainer = fit_with_metrics(tmp_path, metrics)
+    state = torch.random.get_rng_state()
+    again = metrics.evaluate(trainer, model)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert again == {k: v for k, v in metrics.history[-2].items() if k != "step"}  # G frozen: same figures
+    with open(tmp_path / "lightning_logs" / "version_0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    logged = [r for r in rows if r.get("metrics/fid")]
+    assert [int(float(r["step"])) for r in logged] == [1, 2]  # logged at the generator steps evaluated
+
+
+def test_real_vs_real_fid_is_about_zero_and_real_vs_noise_is_large(trained_judge):
+    features = JudgeFeatures(trained_judge, "features")
+    real = DigitsDataModule().real_images("val")
+    fid = FrechetInceptionDistance(feature=features, reset_real_features=False)
+    fid.update(real, real=True)
+    fid.update(real, real=False)
+    same = fid.compute().item()
+    fid.reset()
+    fid.update(torch.rand_like(real) * 2 - 1, real=False)
+    noise = fid.compute().item()
+    assert abs(same) < 1e-6 and noise > 1000 * max(abs(same), 1e-3)
+
+
+def test_real_data_scores_far_higher_is_and_coverage_than_a_one_image_generator(trained_judge):
+    logits = JudgeFeatures(trained_judge, "logits")
+    dm = DigitsDataModule()
+    real = dm.real_images("val")
+    one_image = real[:1].expand(len(real), -1, -1, -1)
+    scores = {}
+    for name, images in (("real", real), ("one", one_image)):
+        inception = InceptionScore(feature=logits, splits=1)
+        inception.update(images)
+        coverage = ClassCoverage(torch.bincount(dm.val_dataset.tensors[1]).double())
+        coverage.update(logits(images))
+        scores[name] = (inception.compute()[0].item(), coverage.compute()["classes_covered"].item())
+    assert scores["real"][0] > 5 * scores["one"][0] and scores["one"][0] == pytest.approx(1.0, abs=1e-4)
+    assert scores["real"][1] == 10 and scores["one"][1] == 1
+
+
+def test_without_a_judge_on_other_data_it_fails_before_training(tmp_path):
+    from lightning_gan.data import ArrayDataModule
+
+    path = tmp_path / "data.npz"
+    np.savez(path, images=np.zeros((64, 1, 28, 28), dtype=np.uint8))
+    trainer = Trainer(max_steps=1, logger=False, callbacks=[GANMetrics()], enable_checkpointing=False)
+    with pytest.raises(ValueError, match=r"GANMetrics\.judge=None"):
+        trainer.fit(frozen_gan(), ArrayDataModule(str(path), batch_size=16))
+
+
+def test_bad_settings_are_named(tmp_path):
+    with pytest.raises(ValueError, match=r"GANMetrics\.every_n_steps=0"):
+        GANMetrics(every_n_steps=0)
+    with pytest.raises(FileNotFoundError, match=r"GANMetrics\.judge="):
+        GANMetrics(judge=str(tmp_path / "missing.ckpt"))
