@@ -149,3 +149,25 @@ def test_bad_settings_are_named(tmp_path):
         GANMetrics(every_n_steps=0)
     with pytest.raises(FileNotFoundError, match=r"GANMetrics\.judge="):
         GANMetrics(judge=str(tmp_path / "missing.ckpt"))
+
+
+def logged_metrics(root) -> dict[str, float]:
+    with open(root / "lightning_logs" / "version_0" / "metrics.csv") as f:
+        row = [r for r in csv.DictReader(f) if r.get("metrics/fid")][-1]
+    return {k: float(v) for k, v in row.items() if k.startswith("metrics/")}
+
+
+def test_metrics_under_ddp_on_two_processes_equal_the_single_process_figures(tmp_path, judge_path):
+    """Each rank decodes its contiguous share of the same z and real images; torchmetrics gathers them."""
+    figures = {}
+    # Each of D's and G's updates leaves the other network's parameters unused, which DDP must be told.
+    ddp = {"devices": 2, "strategy": "ddp_spawn_find_unused_parameters_true"}
+    for name, kwargs in (("single", {"devices": 1}), ("ddp", ddp)):
+        metrics = GANMetrics(
+            every_n_steps=2, num_samples=300, judge=str(judge_path), is_splits=3, kid_subsets=4
+        )
+        fit_with_metrics(tmp_path / name, metrics, **kwargs)
+        figures[name] = logged_metrics(tmp_path / name)
+    assert set(figures["ddp"]) == set(figures["single"]) >= {"metrics/fid", "metrics/is", "metrics/kid"}
+    for key, value in figures["single"].items():
+        assert figures["ddp"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
