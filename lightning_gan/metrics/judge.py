@@ -155,7 +155,8 @@ def train_judge(
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} is not allowed: must be an integer >= 1")
-    with torch.random.fork_rng(devices=[]):
+    # enable_grad: the metric callback calls this from its @torch.no_grad() evaluation
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(seed)  # the initial weights
         classifier = Classifier(datamodule.img_shape, datamodule.num_classes, feature_dim=feature_dim)
         optimizer = classifier.configure_optimizers()
