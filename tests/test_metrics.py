@@ -171,3 +171,27 @@ def test_metrics_under_ddp_on_two_processes_equal_the_single_process_figures(tmp
     assert set(figures["ddp"]) == set(figures["single"]) >= {"metrics/fid", "metrics/is", "metrics/kid"}
     for key, value in figures["single"].items():
         assert figures["ddp"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+def test_default_digits_judge_is_trained_once_cached_and_leaves_training_untouched(tmp_path):
+    """No judge given on the digits: one is trained at the first evaluation (inside no_grad), cached, and the
+    run's own random stream is the same as without any evaluation."""
+
+    def g_weights(callbacks) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = GAN(
+            generator=partial(DCGANGenerator, base_channels=8),
+            discriminator=partial(DCGANDiscriminator, base_channels=8),
+            latent_dim=8,
+        )
+        Trainer(
+            max_steps=3, logger=False, callbacks=callbacks, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+        ).fit(model, DigitsDataModule(batch_size=16))  # fmt: skip
+        return torch.cat([p.detach().flatten() for p in model.generator.parameters()])
+
+    metrics = GANMetrics(every_n_steps=2, num_samples=200, judge_cache_dir=str(tmp_path))
+    with_metrics = g_weights([metrics])
+    assert len(list(tmp_path.glob("judge-digits-*.ckpt"))) == 1
+    assert {"is", "fid", "kid", "coverage", "class_kl"} <= set(metrics.history[0])
+    assert torch.equal(with_metrics, g_weights([]))

@@ -141,7 +141,7 @@ class GANMetrics(Callback):
                 feature=features, subsets=self.kid_subsets, subset_size=subset, reset_real_features=False
             ),
         }
-        num_classes = getattr(pl_module, "num_classes", 0)
+        num_classes = trainer.datamodule.num_classes  # the real data's classes, which the judge predicts
         if num_classes >= 2:
             real_labels = trainer.datamodule.val_dataset.tensors[1]
             histogram = torch.bincount(real_labels[real_labels >= 0], minlength=num_classes).double()
@@ -165,23 +165,24 @@ class GANMetrics(Callback):
     def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:
         """Measures ``num_samples`` samples of the current generator (its EMA when the run keeps one)."""
         start = time.perf_counter()
-        if self.metrics is None:
-            self._build(trainer, pl_module)
-        self.metrics.to(pl_module.device)
-        rank, world = trainer.global_rank, trainer.world_size
-        # Every rank draws the same z for all samples and decodes its own contiguous share of them.
-        rng = torch.Generator().manual_seed(self.seed)
-        z = torch.randn(self.num_samples, pl_module.latent_dim, generator=rng)
-        labels = self._labels(pl_module)
-        mine = _shard(self.num_samples, rank, world)
-        for z_batch, label_batch in zip(
-            z[mine].split(self.batch_size), self._split(labels, mine), strict=True
-        ):
-            self._update(pl_module, z_batch.to(pl_module.device), label_batch)
+        # Building the judge (its random init, or training it) and IS/KID's random splits all run on a
+        # forked random state: a run measures the same with or without this callback.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(
-                self.seed
-            )  # fixes IS splits and KID subsets; training's stream is restored after
+            if self.metrics is None:
+                self._build(trainer, pl_module)
+            self.metrics.to(pl_module.device)
+            rank, world = trainer.global_rank, trainer.world_size
+            # Every rank draws the same z for all samples and decodes its own contiguous share of them.
+            z = torch.randn(
+                self.num_samples, pl_module.latent_dim, generator=torch.Generator().manual_seed(self.seed)
+            )
+            labels = self._labels(pl_module)
+            mine = _shard(self.num_samples, rank, world)
+            for z_batch, label_batch in zip(
+                z[mine].split(self.batch_size), self._split(labels, mine), strict=True
+            ):
+                self._update(pl_module, z_batch.to(pl_module.device), label_batch)
+            torch.manual_seed(self.seed)  # fixes IS splits and KID subsets
             values = self._compute()
         for name in ("is", "kid", "coverage", "label_agreement"):
             if name in self.metrics:
