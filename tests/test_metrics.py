@@ -195,3 +195,67 @@ def test_default_digits_judge_is_trained_once_cached_and_leaves_training_untouch
     assert len(list(tmp_path.glob("judge-digits-*.ckpt"))) == 1
     assert {"is", "fid", "kid", "coverage", "class_kl"} <= set(metrics.history[0])
     assert torch.equal(with_metrics, g_weights([]))
+
+
+class RealDigits(torch.nn.Module):
+    """A stand-in conditional generator: for each asked label it returns a real validation digit of class
+    ``label + shift`` that the judge classifies right, so the judge agrees with the asked label exactly when
+    shift is 0."""
+
+    conditional = True
+    latent_dim = 4
+    num_classes = 10
+
+    def __init__(self, shift: int, judge: Classifier):
+        super().__init__()
+        images, labels = DigitsDataModule().val_dataset.tensors
+        with torch.no_grad():
+            right = judge(images).argmax(1) == labels
+        self.register_buffer("per_class", torch.stack([images[(labels == k) & right][0] for k in range(10)]))
+        self.shift = shift
+
+    @property
+    def device(self):
+        return self.per_class.device
+
+    def sample(self, num_samples, labels=None, *, z=None, **kwargs):
+        return self.per_class[(labels + self.shift) % 10]
+
+
+def test_label_agreement_of_a_conditional_model_is_the_judges_agreement_with_the_asked_label(
+    tmp_path, trained_judge
+):
+    from types import SimpleNamespace
+
+    judge = tmp_path / "judge.ckpt"
+    save_judge(trained_judge, judge)
+    trainer = SimpleNamespace(datamodule=DigitsDataModule(), global_rank=0, world_size=1, global_step=1)
+    agreement = {}
+    for shift in (0, 1):
+        metrics = GANMetrics(num_samples=200, judge=str(judge), kid_subsets=2)
+        agreement[shift] = metrics.evaluate(trainer, RealDigits(shift, trained_judge))["label_agreement"]
+    assert agreement == {0: 1.0, 1: 0.0}
+
+
+def test_the_best_checkpoint_is_kept_by_fid(tmp_path, judge_path):
+    from lightning_gan.callbacks import GANCheckpoint
+
+    metrics = GANMetrics(every_n_steps=1, num_samples=200, judge=str(judge_path), kid_subsets=2)
+    best = GANCheckpoint(
+        dirpath=tmp_path / "ckpt", monitor="metrics/fid", mode="min", save_top_k=1, every_n_train_steps=1,
+        filename="best-{step}",
+    )  # fmt: skip
+    model = GAN(
+        generator=partial(DCGANGenerator, base_channels=8),
+        discriminator=partial(DCGANDiscriminator, base_channels=8),
+        latent_dim=8,
+        lr_g=1e-2,  # G moves a lot: FID changes from step to step
+    )
+    Trainer(
+        max_steps=4, logger=False, callbacks=[metrics, best], enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu",
+    ).fit(model, DigitsDataModule(batch_size=16))  # fmt: skip
+    fids = {row["step"]: row["fid"] for row in metrics.history}
+    best_step = min(fids, key=fids.get)
+    assert [p.name for p in (tmp_path / "ckpt").glob("*.ckpt")] == [f"best-step={best_step}.ckpt"]
+    assert best.best_model_score.item() == pytest.approx(fids[best_step], rel=1e-6)
