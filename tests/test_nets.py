@@ -158,8 +158,8 @@ def test_gradients_reach_every_generator_parameter():
         ({"img_shape": (1, 27, 27)}, r"img_shape=\(1, 27, 27\) is not supported by DCGAN"),
         ({"img_shape": (1, 4, 4)}, r"img_shape=\(1, 4, 4\) is not supported by DCGAN"),
         ({"norm": "group"}, "norm='group' is not allowed: choose one of batch, instance, layer, none"),
-        ({"base_channels": 0}, "base_channels must be >= 1, got 0"),
-        ({"num_classes": -1}, "num_classes must be >= 0, got -1"),
+        ({"base_channels": 0}, "base_channels=0 is not allowed: must be an integer >= 1"),
+        ({"num_classes": -1}, "num_classes=-1 is not allowed: must be an integer >= 0"),
     ],
 )
 @pytest.mark.parametrize("net", [DCGANGenerator, DCGANDiscriminator])
@@ -171,7 +171,7 @@ def test_bad_arguments_raise(net, kwargs, match):
 
 
 def test_generator_bad_arguments_raise():
-    with pytest.raises(ValueError, match="latent_dim must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="latent_dim=0 is not allowed: must be an integer >= 1"):
         DCGANGenerator(0, (1, 28, 28))
     with pytest.raises(
         ValueError, match="upsample='cubic' is not allowed: choose one of transposed, nearest, bilinear"

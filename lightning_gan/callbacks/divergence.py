@@ -13,13 +13,14 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_gan.validation import require
+
 DivergenceAction = Literal["warn", "stop", "rollback"]
 COVERAGE_KEY = "metrics/coverage"  # logged every K steps by GANMetrics
 
 
 def _check(ok: bool, key: str, value: object, allowed: str) -> None:
-    if not ok:
-        raise ValueError(f"DivergenceWatch.{key}={value!r} is not allowed: {allowed}")
+    require(ok, f"DivergenceWatch.{key}", value, allowed)
 
 
 class DivergenceWatch(Callback):

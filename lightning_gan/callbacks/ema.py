@@ -10,6 +10,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_gan.validation import require, require_int
+
 
 class GeneratorEMA(Callback):
     """Keeps ``pl_module.generator_ema``, an exponential moving average of the generator's weights.
@@ -46,16 +48,9 @@ class GeneratorEMA(Callback):
     """
 
     def __init__(self, decay: float = 0.999, start_step: int = 0, update_every: int = 1) -> None:
-        if not 0 < decay < 1:
-            raise ValueError(f"GeneratorEMA.decay={decay!r} is not allowed: must be in (0, 1), e.g. 0.999")
-        if not (isinstance(start_step, int) and start_step >= 0):
-            raise ValueError(
-                f"GeneratorEMA.start_step={start_step!r} is not allowed: must be an integer >= 0"
-            )
-        if not (isinstance(update_every, int) and update_every >= 1):
-            raise ValueError(
-                f"GeneratorEMA.update_every={update_every!r} is not allowed: must be an integer >= 1"
-            )
+        require(0 < decay < 1, "GeneratorEMA.decay", decay, "must be in (0, 1), e.g. 0.999")
+        require_int("GeneratorEMA.start_step", start_step, 0)
+        require_int("GeneratorEMA.update_every", update_every, 1)
         self.decay = decay
         self.start_step = start_step
         self.update_every = update_every

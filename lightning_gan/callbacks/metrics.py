@@ -17,6 +17,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from lightning_gan.data import DigitsDataModule
 from lightning_gan.metrics.coverage import ClassCoverage
+from lightning_gan.validation import require_int
 
 
 def _shard(n: int, rank: int, world_size: int) -> slice:
@@ -76,8 +77,7 @@ class GANMetrics(Callback):
             ("kid_subset_size", kid_subset_size, 2),
             ("batch_size", batch_size, 1),
         ):
-            if not isinstance(value, int) or value < low:
-                raise ValueError(f"GANMetrics.{key}={value!r} is not allowed: must be an integer >= {low}")
+            require_int(f"GANMetrics.{key}", value, low)
         if num_samples < is_splits:
             raise ValueError(f"GANMetrics.num_samples={num_samples} is not allowed: must be >= is_splits")
         for key, path in (("judge", judge), ("inception_weights", inception_weights)):

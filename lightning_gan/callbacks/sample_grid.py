@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_gan.images import make_grid, save_png
+from lightning_gan.validation import require_int
 
 
 class SampleGrid(Callback):
@@ -33,8 +34,7 @@ class SampleGrid(Callback):
             ("num_samples", num_samples),
             ("per_class", per_class),
         ):
-            if value < 1:
-                raise ValueError(f"SampleGrid.{key}={value!r} is not allowed: must be an integer >= 1")
+            require_int(f"SampleGrid.{key}", value, 1)
         self.every_n_steps = every_n_steps
         self.num_samples = num_samples
         self.per_class = per_class

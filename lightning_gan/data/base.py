@@ -11,14 +11,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_gan.data.sampler import ResumableSampler, SamplerState, StepLoader, seeded_generator
+from lightning_gan.validation import require_int
 
 SPLITS = ("train", "val", "test")
-
-
-def _check_int(key: str, value: object, minimum: int) -> None:
-    """Raises a ValueError naming ``key`` unless ``value`` is an integer >= ``minimum``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{key}={value!r} is not allowed: must be an integer >= {minimum}")
 
 
 def _check_fraction(key: str, value: object) -> None:
@@ -81,8 +76,8 @@ class GANDataModule(LightningDataModule, ABC):
         image_size: int | None = None,
     ) -> None:
         super().__init__()
-        _check_int("data.batch_size", batch_size, 1)
-        _check_int("data.num_workers", num_workers, 0)
+        require_int("data.batch_size", batch_size, 1)
+        require_int("data.num_workers", num_workers, 0)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"data.seed={seed!r} is not allowed: must be an integer")
         _check_fraction("data.val_fraction", val_fraction)

@@ -8,6 +8,8 @@ from typing import Any, TypedDict
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from lightning_gan.validation import is_int
+
 
 class SamplerState(TypedDict):
     """What :meth:`ResumableSampler.state_dict` returns."""
@@ -21,10 +23,6 @@ def seeded_generator(seed: int) -> torch.Generator:
     """A CPU generator seeded with ``seed``, so that callers never draw from torch's global RNG."""
     # manual_seed accepts only [-2**63, 2**64); the modulo maps any Python int into it
     return torch.Generator().manual_seed(seed % 2**63)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class ResumableSampler(Sampler[int]):
@@ -53,13 +51,13 @@ class ResumableSampler(Sampler[int]):
     def __init__(
         self, num_samples: int, *, seed: int = 0, shuffle: bool = True, num_replicas: int = 1, rank: int = 0
     ) -> None:
-        if not _is_int(num_samples) or num_samples < 1:
+        if not is_int(num_samples) or num_samples < 1:
             raise ValueError(f"num_samples={num_samples!r} is not allowed: must be an integer >= 1")
-        if not _is_int(seed):
+        if not is_int(seed):
             raise ValueError(f"seed={seed!r} is not allowed: must be an integer")
-        if not _is_int(num_replicas) or num_replicas < 1:
+        if not is_int(num_replicas) or num_replicas < 1:
             raise ValueError(f"num_replicas={num_replicas!r} is not allowed: must be an integer >= 1")
-        if not _is_int(rank) or not 0 <= rank < num_replicas:
+        if not is_int(rank) or not 0 <= rank < num_replicas:
             raise ValueError(f"rank={rank!r} is not allowed: must be an integer in [0, {num_replicas})")
         self.num_samples = num_samples
         self.seed = seed
@@ -102,7 +100,7 @@ class ResumableSampler(Sampler[int]):
 
     def set_consumed(self, consumed: int) -> None:
         """Marks the first ``consumed`` samples of the current epoch as done (on this rank)."""
-        if not _is_int(consumed) or not 0 <= consumed <= len(self):
+        if not is_int(consumed) or not 0 <= consumed <= len(self):
             raise ValueError(f"consumed={consumed!r} is not allowed: must be an integer in [0, {len(self)}]")
         self.consumed = consumed
 
@@ -134,7 +132,7 @@ class StepLoader:
     """
 
     def __init__(self, loader: DataLoader, batches_per_step: int | None) -> None:
-        if batches_per_step is not None and (not _is_int(batches_per_step) or batches_per_step < 1):
+        if batches_per_step is not None and (not is_int(batches_per_step) or batches_per_step < 1):
             raise ValueError(
                 f"batches_per_step={batches_per_step!r} is not allowed: must be an integer >= 1 or None"
             )

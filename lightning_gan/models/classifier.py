@@ -14,20 +14,12 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_gan.validation import is_int, require
+
 Batch = Sequence[Tensor]  # (images (N, C, H, W) in [-1, 1], labels (N,) int64)
 
 MIN_SIZE = 8  # the two 2x2 max-pools take 8x8 down to 2x2
 POOL_SIZE = 4  # the last feature map is average-pooled to POOL_SIZE x POOL_SIZE
-
-
-def _check(ok: bool, key: str, value: object, allowed: str) -> None:
-    """Raises the project's standard config error: it names the key, the value and what is allowed."""
-    if not ok:
-        raise ValueError(f"{key}={value!r} is not allowed: {allowed}")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -106,25 +98,25 @@ class Classifier(LightningModule):
         super().__init__()
         self.save_hyperparameters()
         shape = tuple(img_shape)
-        _check(
+        require(
             len(shape) == 3
-            and all(_is_int(s) for s in shape)
+            and all(is_int(s) for s in shape)
             and shape[0] >= 1
             and min(shape[1:]) >= MIN_SIZE,
             "model.img_shape",
             img_shape,
             f"must be three integers (C, H, W) with C >= 1 and H, W >= {MIN_SIZE}",
         )
-        _check(_is_int(num_classes) and num_classes >= 2, "model.num_classes", num_classes, "must be >= 2")
-        _check(_is_int(channels) and channels >= 1, "model.channels", channels, "must be an integer >= 1")
-        _check(
-            _is_int(feature_dim) and feature_dim >= 1,
+        require(is_int(num_classes) and num_classes >= 2, "model.num_classes", num_classes, "must be >= 2")
+        require(is_int(channels) and channels >= 1, "model.channels", channels, "must be an integer >= 1")
+        require(
+            is_int(feature_dim) and feature_dim >= 1,
             "model.feature_dim",
             feature_dim,
             "must be an integer >= 1",
         )
-        _check(lr > 0, "model.lr", lr, "must be > 0")
-        _check(weight_decay >= 0, "model.weight_decay", weight_decay, "must be >= 0")
+        require(lr > 0, "model.lr", lr, "must be > 0")
+        require(weight_decay >= 0, "model.weight_decay", weight_decay, "must be >= 0")
         self.img_shape: tuple[int, int, int] = shape  # type: ignore[assignment]
         self.num_classes = num_classes
         self.feature_dim = feature_dim

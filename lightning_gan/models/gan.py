@@ -26,17 +26,12 @@ from torch import Tensor, nn
 
 from lightning_gan.losses import AdvLoss, clip_weights_, get_loss, gradient_penalty
 from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator, apply_spectral_norm, has_batchnorm
+from lightning_gan.validation import require
 
 OptimizerName = Literal["adam", "rmsprop"]
 GeneratorFactory = Callable[[int, tuple[int, int, int], int], nn.Module]
 DiscriminatorFactory = Callable[[tuple[int, int, int], int], nn.Module]
 Batch = Sequence[Tensor]  # (images (N, C, H, W) in [-1, 1], labels (N,))
-
-
-def _check(ok: bool, key: str, value: object, allowed: str) -> None:
-    """Raises the project's standard config error: it names the key, the value and what is allowed."""
-    if not ok:
-        raise ValueError(f"{key}={value!r} is not allowed: {allowed}")
 
 
 def make_optimizer(
@@ -101,20 +96,20 @@ class GAN(LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
 
-        _check(
+        require(
             isinstance(n_critic, int) and n_critic >= 1, "model.n_critic", n_critic, "must be an integer >= 1"
         )
-        _check(
+        require(
             isinstance(latent_dim, int) and latent_dim >= 1, "model.latent_dim", latent_dim, "must be >= 1"
         )
         for key, value in (("lr_g", lr_g), ("lr_d", lr_d)):
-            _check(value >= 0, f"model.{key}", value, "must be >= 0 (0 freezes the network)")
+            require(value >= 0, f"model.{key}", value, "must be >= 0 (0 freezes the network)")
         for key, value in (("betas_g", betas_g), ("betas_d", betas_d)):
-            _check(
+            require(
                 len(value) == 2 and all(0 <= b < 1 for b in value), f"model.{key}", value, "need 0 <= b < 1"
             )
-        _check(clip_value >= 0, "model.clip_value", clip_value, "must be >= 0 (0 = off)")
-        _check(gp_weight >= 0, "model.gp_weight", gp_weight, "must be >= 0 (0 = off)")
+        require(clip_value >= 0, "model.clip_value", clip_value, "must be >= 0 (0 = off)")
+        require(gp_weight >= 0, "model.gp_weight", gp_weight, "must be >= 0 (0 = off)")
         self.adversarial_loss = get_loss(loss)
         self.scheduler_factories = {"scheduler_g": scheduler_g, "scheduler_d": scheduler_d}
 
@@ -127,14 +122,14 @@ class GAN(LightningModule):
             # BN couples the samples of a batch: the per-sample gradient GP penalises is then not D's own, and
             # SN's Lipschitz bound does not hold through BN's division by the batch std (Gulrajani et al.
             # 2017, sec. 4).
-            _check(
+            require(
                 gp_weight == 0,
                 "model.gp_weight",
                 gp_weight,
                 "a gradient penalty needs a discriminator "
                 "without BatchNorm: set model.discriminator.init_args.norm to layer, instance or none",
             )
-            _check(
+            require(
                 not spectral_norm,
                 "model.spectral_norm",
                 spectral_norm,
@@ -232,7 +227,7 @@ class GAN(LightningModule):
             config: dict = {"optimizer": opt}
             if scheduler is not None:
                 sched = scheduler(opt)
-                _check(
+                require(
                     not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau),
                     f"model.{key}",
                     type(sched).__name__,

@@ -6,6 +6,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from lightning_gan.nets.layers import DOut, NormKind, check_img_shape, init_dcgan_weights_, make_norm
+from lightning_gan.validation import require, require_int
 
 Upsample = Literal["transposed", "nearest", "bilinear"]
 
@@ -33,13 +34,7 @@ def _num_stages(img_shape: tuple[int, int, int]) -> int:
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed: choose one of {', '.join(allowed)}")
-
-
-def _check_at_least(name: str, value: int, low: int) -> None:
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
+    require(value in allowed, name, value, f"choose one of {', '.join(allowed)}")
 
 
 class DCGANGenerator(nn.Module):
@@ -76,9 +71,9 @@ class DCGANGenerator(nn.Module):
         norm: NormKind = "batch",
     ) -> None:
         super().__init__()
-        _check_at_least("latent_dim", latent_dim, 1)
-        _check_at_least("num_classes", num_classes, 0)
-        _check_at_least("base_channels", base_channels, 1)
+        require_int("latent_dim", latent_dim, 1)
+        require_int("num_classes", num_classes, 0)
+        require_int("base_channels", base_channels, 1)
         _check_choice("upsample", upsample, get_args(Upsample))
         _check_choice("norm", norm, get_args(NormKind))
         self.latent_dim = latent_dim
@@ -145,8 +140,8 @@ class DCGANDiscriminator(nn.Module):
         norm: NormKind = "batch",
     ) -> None:
         super().__init__()
-        _check_at_least("num_classes", num_classes, 0)
-        _check_at_least("base_channels", base_channels, 1)
+        require_int("num_classes", num_classes, 0)
+        require_int("base_channels", base_channels, 1)
         _check_choice("norm", norm, get_args(NormKind))
         self.img_shape = check_img_shape(img_shape)
         c, h, w = self.img_shape
