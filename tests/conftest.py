@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ TINY = [
 ]
 
 os.environ.setdefault("WANDB_MODE", "offline")
+# A judge trained by a test is cached here, not in the user's ~/.cache.
+os.environ.setdefault("LIGHTNING_GAN_CACHE", tempfile.mkdtemp(prefix="lightning-gan-test-cache-"))
 # Two cores shared with other work: OpenMP threads that spin while the other core is busy made single tests
 # 15x slower; one thread each keeps the suite's time steady.
 torch.set_num_threads(1)
