@@ -49,7 +49,6 @@ class GANCLI(LightningCLI):
                 "checkpoint.filename": "{step:06d}",
                 # A resumed run writes last.ckpt in place instead of last-v1.ckpt beside it.
                 "checkpoint.enable_version_counter": False,
-                "model": {"class_path": "lightning_gan.models.DCGAN"},
                 "data": {"class_path": "lightning_gan.data.DigitsDataModule"},
             }
         )
@@ -57,6 +56,9 @@ class GANCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer = config.trainer
+        if trainer.default_root_dir is None and config.get("model") is not None:
+            # One folder per preset (runs/wgangp, ...): `--ckpt_path last` resumes this preset's newest run.
+            trainer.default_root_dir = f"runs/{config.model.class_path.rsplit('.', 1)[-1].lower()}"
         root = Path(trainer.default_root_dir or ".")
         if trainer.logger in (None, True):
             # Lightning's default would be TensorBoard when installed; a CSV file works everywhere, offline.

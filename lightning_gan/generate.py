@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from lightning_gan.images import make_grid, save_png
 from lightning_gan.models import GAN
+from lightning_gan.validation import require, require_int
 
 
 def load_gan(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> GAN:
@@ -38,6 +39,8 @@ def generate(
     seed: int = 0,
     batch_size: int = 500,
     no_ema: bool = False,
+    class_label: int | None = None,
+    per_class: int | None = None,
 ) -> Path:
     """Samples a trained generator.
 
@@ -51,17 +54,21 @@ def generate(
         seed: Seeds the latent vectors (drawn on the CPU, so the same seed gives the same z on any device).
         batch_size: Samples per forward pass.
         no_ema: Sample with G's trained weights even when the checkpoint holds an EMA of them.
+        class_label: Conditional models: all samples of this class (default: uniformly drawn classes).
+        per_class: Conditional models: this many samples of each class, in class order (num_samples is
+            then ignored).
     """
-    for key, value in (("num_samples", num_samples), ("batch_size", batch_size)):
-        if value < 1:
-            raise ValueError(f"{key}={value!r} is not allowed: must be an integer >= 1")
+    require_int("num_samples", num_samples, 1)
+    require_int("batch_size", batch_size, 1)
     out = Path(output)
     if out.suffix != ".npz":
         raise ValueError(f"output={output!r} is not allowed: the file name must end in .npz")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_gan(ckpt_path, map_location=device)
     rng = torch.Generator().manual_seed(seed)
-    labels = torch.randint(model.num_classes, (num_samples,), generator=rng) if model.conditional else None
+    labels = _labels(model, num_samples, class_label, per_class, rng)
+    if labels is not None:
+        num_samples = len(labels)
     chunks = []
     for start in tqdm(range(0, num_samples, batch_size), desc="generate", unit="batch"):
         n = min(batch_size, num_samples - start)
@@ -74,9 +81,44 @@ def generate(
         arrays["labels"] = labels.numpy().astype(np.int64)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, **arrays)
-    save_png(make_grid(images[:64]), out.with_suffix(".png"))
+    if per_class is not None:  # one row per class, up to 16 of each
+        shown = min(per_class, 16)
+        rows = images.view(model.num_classes, per_class, *images.shape[1:])[:, :shown]
+        save_png(make_grid(rows.flatten(0, 1), nrow=shown), out.with_suffix(".png"))
+    else:
+        save_png(make_grid(images[:64]), out.with_suffix(".png"))
     print(f"wrote {num_samples} samples to {out} and a grid to {out.with_suffix('.png')}")
     return out
+
+
+def _labels(
+    model: GAN, num_samples: int, class_label: int | None, per_class: int | None, rng: torch.Generator
+) -> torch.Tensor | None:
+    """The class of each sample a conditional model is asked for; None for an unconditional one."""
+    asked = "class_label" if class_label is not None else "per_class" if per_class is not None else None
+    if not model.conditional:
+        require(
+            asked is None,
+            asked or "",
+            class_label if per_class is None else per_class,
+            f"the model is unconditional (conditioning={model.conditioning!r}): no class can be asked",
+        )
+        return None
+    require(
+        class_label is None or per_class is None, "class_label", class_label, "give class_label or per_class"
+    )
+    if class_label is not None:
+        require(
+            0 <= class_label < model.num_classes,
+            "class_label",
+            class_label,
+            f"classes are 0..{model.num_classes - 1}",
+        )
+        return torch.full((num_samples,), class_label, dtype=torch.long)
+    if per_class is not None:
+        require_int("per_class", per_class, 1)
+        return torch.arange(model.num_classes).repeat_interleave(per_class)
+    return torch.randint(model.num_classes, (num_samples,), generator=rng)
 
 
 def generate_cli(args: Sequence[str]) -> None:

@@ -456,3 +456,19 @@ def test_array_file_errors(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((4, 8, 8), np.uint8))
     with pytest.raises(ValueError, match=re.escape(str(tmp_path / "x.npy")) + ".*expected .npz or .pt"):
         ArrayDataModule(str(tmp_path / "x.npy"))
+
+
+def test_num_labelled_keeps_that_many_training_labels_evenly_and_hides_the_rest():
+    dm = DigitsDataModule(num_labelled=100, seed=3)
+    labels = dm.train_dataset.tensors[1]
+    known = labels[labels >= 0]
+    assert len(known) == 100 and torch.bincount(known, minlength=10).tolist() == [10] * 10
+    assert (labels == -1).sum() == len(labels) - 100
+    full = DigitsDataModule(seed=3)
+    assert torch.equal(dm.val_dataset.tensors[1], full.val_dataset.tensors[1])  # never hidden
+    assert torch.equal(dm.test_dataset.tensors[1], full.test_dataset.tensors[1])
+    assert torch.equal(dm.train_dataset.tensors[0], full.train_dataset.tensors[0])  # same split, same images
+    kept = labels >= 0
+    assert torch.equal(labels[kept], full.train_dataset.tensors[1][kept])  # the kept labels are the true ones
+    with pytest.raises(ValueError, match=r"data\.num_labelled=5 is not allowed"):
+        DigitsDataModule(num_labelled=5)

@@ -85,9 +85,9 @@ def test_no_norm_on_generator_output(upsample):
     assert all(any(isinstance(m, _BatchNorm) for m in stage.modules()) for stage in g.stages[:-1])
 
 
-def test_labels_are_ignored():
-    g = DCGANGenerator(LATENT, (1, 28, 28), 10, base_channels=8).eval()
-    d = DCGANDiscriminator((1, 28, 28), 10, base_channels=8).eval()
+def test_unconditional_nets_ignore_labels():
+    g = DCGANGenerator(LATENT, (1, 28, 28), base_channels=8).eval()
+    d = DCGANDiscriminator((1, 28, 28), base_channels=8).eval()
     z, labels = torch.randn(N, LATENT), torch.arange(N)
     torch.testing.assert_close(g(z, labels), g(z))
     x = g(z)

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_gan.data.sampler import ResumableSampler, SamplerState, StepLoader, seeded_generator
-from lightning_gan.validation import require_int
+from lightning_gan.validation import require, require_int
 
 SPLITS = ("train", "val", "test")
 
@@ -49,6 +49,26 @@ def _split_indices(
     return train, val, test
 
 
+def _hide_labels(labels: Tensor, num_labelled: int | None, seed: int) -> Tensor:
+    """Keeps ``num_labelled`` labels, split evenly over the classes (the first classes get the remainder),
+    and sets the rest to -1; the choice depends on ``seed`` only."""
+    if num_labelled is None:
+        return labels
+    classes = labels[labels >= 0].unique()
+    require_int("data.num_labelled", num_labelled, len(classes))
+    generator = seeded_generator(seed + 1)  # not the split's stream: the same split for any num_labelled
+    hidden = torch.full_like(labels, -1)
+    for i, label in enumerate(classes):
+        members = torch.nonzero(labels == label).flatten()
+        keep = num_labelled // len(classes) + (i < num_labelled % len(classes))
+        require(
+            keep <= len(members), "data.num_labelled", num_labelled, f"class {int(label)} has {len(members)}"
+        )
+        chosen = members[torch.randperm(len(members), generator=generator)[:keep]]
+        hidden[chosen] = label
+    return hidden
+
+
 class GANDataModule(LightningDataModule, ABC):
     """Loads an image set at construction, splits it by seed, and serves GAN-step batches.
 
@@ -64,6 +84,9 @@ class GANDataModule(LightningDataModule, ABC):
         val_fraction: Share of each class held out for validation (metrics).
         test_fraction: Share of each class held out for testing; never used for training.
         image_size: Resize to ``image_size x image_size``; None keeps the native size.
+        num_labelled: Keep only this many training labels (the same number per class, chosen by ``seed``)
+            and hide the others as -1, for semi-supervised training; None keeps all. Validation and test
+            labels are never hidden.
     """
 
     def __init__(
@@ -74,6 +97,7 @@ class GANDataModule(LightningDataModule, ABC):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         image_size: int | None = None,
+        num_labelled: int | None = None,
     ) -> None:
         super().__init__()
         require_int("data.batch_size", batch_size, 1)
@@ -97,6 +121,7 @@ class GANDataModule(LightningDataModule, ABC):
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.image_size = image_size
+        self.num_labelled = num_labelled
 
         images, labels, class_names = self.load_data()
         if image_size is not None:
@@ -105,7 +130,7 @@ class GANDataModule(LightningDataModule, ABC):
         self.num_classes: int = len(class_names)
         self.img_shape: tuple[int, int, int] = (images.shape[1], images.shape[2], images.shape[3])
         train, val, test = _split_indices(labels, val_fraction, test_fraction, seed)
-        self.train_dataset = TensorDataset(images[train], labels[train])
+        self.train_dataset = TensorDataset(images[train], _hide_labels(labels[train], num_labelled, seed))
         self.val_dataset = TensorDataset(images[val], labels[val])
         self.test_dataset = TensorDataset(images[test], labels[test])
         if batch_size > len(self.train_dataset):

@@ -160,8 +160,10 @@ def train_judge(
         torch.manual_seed(seed)  # the initial weights
         classifier = Classifier(datamodule.img_shape, datamodule.num_classes, feature_dim=feature_dim)
         optimizer = classifier.configure_optimizers()
+        images, labels = datamodule.train_dataset.tensors
+        known = labels >= 0  # hidden labels (-1, semi-supervised data) are never used
         loader = DataLoader(
-            datamodule.train_dataset,
+            TensorDataset(images[known], labels[known]),
             batch_size=JUDGE_BATCH_SIZE,
             shuffle=True,
             generator=seeded_generator(seed),
@@ -203,6 +205,7 @@ def judge_cache_path(datamodule: LightningDataModule, cache_dir: Path, feature_d
         "val_fraction": datamodule.val_fraction,
         "test_fraction": datamodule.test_fraction,
         "image_size": datamodule.image_size,
+        "num_labelled": datamodule.num_labelled,  # the labels it may learn from
         "img_shape": list(datamodule.img_shape),
         "feature_dim": feature_dim,
         "epochs": JUDGE_EPOCHS,

@@ -15,20 +15,25 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
+import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer, do_nothing_closure
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_gan.losses import AdvLoss, clip_weights_, get_loss, gradient_penalty
-from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator, apply_spectral_norm, has_batchnorm
+from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator, DOut, apply_spectral_norm, has_batchnorm
 from lightning_gan.validation import require
 
 OptimizerName = Literal["adam", "rmsprop"]
+#: How labels enter: none; cgan (G and D take the label); acgan (G takes it, D classifies, Odena et al. 2017);
+#: ssgan (D has K class logits, "fake" is the implicit K+1-th class, Salimans et al. 2016, sec. 5).
+Conditioning = Literal["none", "cgan", "acgan", "ssgan"]
 GeneratorFactory = Callable[[int, tuple[int, int, int], int], nn.Module]
 DiscriminatorFactory = Callable[[tuple[int, int, int], int], nn.Module]
 Batch = Sequence[Tensor]  # (images (N, C, H, W) in [-1, 1], labels (N,))
@@ -63,6 +68,10 @@ class GAN(LightningModule):
         gp_weight: WGAN-GP gradient penalty weight; 0 = off.
         spectral_norm: Wrap every conv/linear layer of D in spectral normalisation (Miyato et al. 2018).
         scheduler_g, scheduler_d: Optional LR schedulers, stepped once per generator step.
+        conditioning: ``none``, ``cgan``, ``acgan`` or ``ssgan`` (see :data:`Conditioning`).
+        class_weight: Weight of the class loss: ACGAN adds it to D's and G's objectives; SSGAN's L_label.
+        soft_labels: Label smoothing of the class targets (0 = one-hot); the notes' soft ACGAN targets.
+        unsupervised_weight: SSGAN's w in L_D = L_label + (w/2)(L_unlabel + L_fake).
 
     Example:
         >>> model = GAN(img_shape=(1, 28, 28), latent_dim=16)
@@ -91,6 +100,10 @@ class GAN(LightningModule):
         spectral_norm: bool = False,
         scheduler_g: LRSchedulerCallable | None = None,
         scheduler_d: LRSchedulerCallable | None = None,
+        conditioning: Conditioning = "none",
+        class_weight: float = 1.0,
+        soft_labels: float = 0.0,
+        unsupervised_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -110,14 +123,42 @@ class GAN(LightningModule):
             )
         require(clip_value >= 0, "model.clip_value", clip_value, "must be >= 0 (0 = off)")
         require(gp_weight >= 0, "model.gp_weight", gp_weight, "must be >= 0 (0 = off)")
+        require(
+            conditioning in get_args(Conditioning),
+            "model.conditioning",
+            conditioning,
+            f"choose one of {', '.join(get_args(Conditioning))}",
+        )
+        require(
+            conditioning == "none" or num_classes >= 2,
+            "model.conditioning",
+            conditioning,
+            f"needs labelled data with at least 2 classes; the data have num_classes={num_classes}",
+        )
+        require(class_weight >= 0, "model.class_weight", class_weight, "must be >= 0")
+        require(0 <= soft_labels < 1, "model.soft_labels", soft_labels, "must satisfy 0 <= soft_labels < 1")
+        require(unsupervised_weight >= 0, "model.unsupervised_weight", unsupervised_weight, "must be >= 0")
         self.adversarial_loss = get_loss(loss)
         self.scheduler_factories = {"scheduler_g": scheduler_g, "scheduler_d": scheduler_d}
 
         self.latent_dim = latent_dim
         self.img_shape = tuple(img_shape)
         self.num_classes = num_classes
-        self.generator = generator(latent_dim, self.img_shape, num_classes)
-        self.discriminator = discriminator(self.img_shape, num_classes)
+        self.conditioning = conditioning
+        # Which network sees the label, and whether D has a class head: the three switches of the modes.
+        self.g_takes_label = conditioning in ("cgan", "acgan")
+        self.d_takes_label = conditioning == "cgan"
+        self.class_head = num_classes if conditioning in ("acgan", "ssgan") else 0
+        self.generator = generator(latent_dim, self.img_shape, num_classes if self.g_takes_label else 0)
+        d_classes = num_classes if self.d_takes_label else 0
+        if self.class_head:
+            self.discriminator = discriminator(self.img_shape, d_classes, class_head=self.class_head)
+        else:
+            self.discriminator = discriminator(self.img_shape, d_classes)
+        # ACGAN/SSGAN: accuracy of D's class head on real validation images
+        self.val_class_accuracy = (
+            MulticlassAccuracy(num_classes, average="micro") if self.class_head else None
+        )
         if has_batchnorm(self.discriminator):
             # BN couples the samples of a batch: the per-sample gradient GP penalises is then not D's own, and
             # SN's Lipschitz bound does not hold through BN's division by the batch std (Gulrajani et al.
@@ -150,8 +191,8 @@ class GAN(LightningModule):
 
     @property
     def conditional(self) -> bool:
-        """Whether G and D are given labels; the conditioning issue's presets turn this on."""
-        return False
+        """Whether G draws a sample of an asked class (CGAN, ACGAN)."""
+        return self.g_takes_label
 
     def sample_latent(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """z ~ N(0, I), shape (num_samples, latent_dim), on the module's device."""
@@ -251,52 +292,115 @@ class GAN(LightningModule):
             )
         opt_g, opt_d = self.optimizers()
         d_logs = [self.discriminator_step(opt_d, *batch) for batch in batches]
-        real, labels = batches[-1]
-        g_logs = self.generator_step(opt_g, len(real), labels)
+        batch_size = len(batches[-1][0])
+        g_logs = self.generator_step(opt_g, batch_size)
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
             scheduler.step()
 
         # The D figures are the mean over the n_critic updates of this generator step.
         logs = {key: torch.stack([log[key] for log in d_logs]).mean() for key in d_logs[0]} | g_logs
-        self.log_dict(logs, prog_bar=True, batch_size=len(real))
-        self.log("step", float(self.global_step), batch_size=len(real))  # x-axis of every logged row: G steps
+        self.log_dict(logs, prog_bar=True, batch_size=batch_size)
+        self.log(
+            "step", float(self.global_step), batch_size=batch_size
+        )  # x-axis of every logged row: G steps
 
+    # ---------------------------------------------------------------- what: the losses, for any conditioning
+    def fake_labels(self, num_samples: int) -> Tensor | None:
+        """Uniformly drawn classes for the samples G is asked for, or None for an unconditional G."""
+        if not self.g_takes_label:
+            return None
+        return torch.randint(self.num_classes, (num_samples,), device=self.device)
+
+    def scores(self, out: DOut) -> Tensor:
+        """D's real/fake score. For SSGAN, D(x) = Z/(Z+1) with Z = sum_k exp(l_k), so its logit is
+        logsumexp_k l_k (Salimans et al. 2016, sec. 5): the adversarial losses then apply unchanged."""
+        return torch.logsumexp(out.class_logits, dim=1) if self.conditioning == "ssgan" else out.logits
+
+    def class_loss(self, class_logits: Tensor, labels: Tensor) -> Tensor:
+        """Cross entropy on the samples whose label is known (label >= 0; hidden labels are -1)."""
+        known = labels >= 0
+        if not known.any():
+            return class_logits.sum() * 0  # keeps the graph (and DDP's reducer) whole
+        return F.cross_entropy(class_logits[known], labels[known], label_smoothing=self.hparams.soft_labels)
+
+    def d_loss(
+        self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """D's objective on a real batch (with its labels, -1 = hidden) and a generated one."""
+        hp = self.hparams
+        real_cond = labels if self.d_takes_label else None
+        fake_cond = fake_labels if self.d_takes_label else None
+        real_out, fake_out = self.discriminator(real, real_cond), self.discriminator(fake, fake_cond)
+        real_scores, fake_scores = self.scores(real_out), self.scores(fake_out)
+        adversarial = self.adversarial_loss.d(real_scores, fake_scores)
+        # SSGAN: L_D = L_label + (w/2)(L_unlabel + L_fake); every other mode weighs the adversarial loss 1.
+        loss = adversarial * (hp.unsupervised_weight / 2 if self.conditioning == "ssgan" else 1.0)
+        logs = {
+            "loss/d": adversarial.detach(),
+            "d/real_score": real_scores.detach().mean(),
+            "d/fake_score": fake_scores.detach().mean(),
+        }
+        if self.class_head:
+            class_real = self.class_loss(real_out.class_logits, labels)
+            loss = loss + hp.class_weight * class_real
+            logs["loss/class_real"] = class_real.detach()
+            if self.conditioning == "acgan":  # ACGAN's D also classifies the samples by their asked class
+                class_fake = self.class_loss(fake_out.class_logits, fake_labels)
+                loss = loss + hp.class_weight * class_fake
+                logs["loss/class_fake"] = class_fake.detach()
+        if hp.gp_weight > 0:
+            penalty = gradient_penalty(lambda x: self.scores(self.discriminator(x, real_cond)), real, fake)
+            loss = loss + hp.gp_weight * penalty
+            logs["loss/gp"] = penalty.detach()
+        return loss, logs
+
+    def g_loss(self, fake: Tensor, fake_labels: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+        """G's objective on its samples of the asked classes."""
+        out = self.discriminator(fake, fake_labels if self.d_takes_label else None)
+        loss = self.adversarial_loss.g(self.scores(out))
+        logs = {"loss/g": loss.detach()}
+        if self.conditioning == "acgan":
+            class_fake = self.class_loss(out.class_logits, fake_labels)
+            loss = loss + self.hparams.class_weight * class_fake
+            logs["loss/g_class"] = class_fake.detach()
+        return loss, logs
+
+    # ---------------------------------------------------------------- when: one update of each network
     def discriminator_step(
         self, opt_d: LightningOptimizer, real: Tensor, labels: Tensor
     ) -> dict[str, Tensor]:
         """One D update on one real batch. Returns detached figures to log."""
-        hp = self.hparams
-        cond = labels if self.conditional else None
+        fake_labels = self.fake_labels(len(real))
         with torch.no_grad():
-            fake = self.generator(self.sample_latent(len(real)), cond)
+            fake = self.generator(self.sample_latent(len(real)), fake_labels)
         with self.toggled_optimizer(opt_d):
-            real_scores = self.discriminator(real, cond).logits
-            fake_scores = self.discriminator(fake, cond).logits
-            loss = self.adversarial_loss.d(real_scores, fake_scores)
-            logs = {"loss/d": loss.detach()}
-            if hp.gp_weight > 0:
-                penalty = gradient_penalty(lambda x: self.discriminator(x, cond).logits, real, fake)
-                loss = loss + hp.gp_weight * penalty
-                logs["loss/gp"] = penalty.detach()
+            loss, logs = self.d_loss(real, labels, fake, fake_labels)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             # Lightning counts every LightningOptimizer.step() in global_step; stepping D through the strategy
             # (still running precision plugins and on_before_optimizer_step hooks) keeps it out of the count.
             self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=do_nothing_closure)
-        if hp.clip_value > 0:
-            clip_weights_(self.discriminator, hp.clip_value)
-        logs["d/real_score"] = real_scores.detach().mean()
-        logs["d/fake_score"] = fake_scores.detach().mean()
+        if self.hparams.clip_value > 0:
+            clip_weights_(self.discriminator, self.hparams.clip_value)
         return logs
 
-    def generator_step(self, opt_g: LightningOptimizer, batch_size: int, labels: Tensor) -> dict[str, Tensor]:
+    def generator_step(self, opt_g: LightningOptimizer, batch_size: int) -> dict[str, Tensor]:
         """One G update on ``batch_size`` fresh samples; this is the step ``global_step`` counts."""
-        cond = labels if self.conditional else None
+        fake_labels = self.fake_labels(batch_size)
         with self.toggled_optimizer(opt_g):
-            fake = self.generator(self.sample_latent(batch_size), cond)
-            loss = self.adversarial_loss.g(self.discriminator(fake, cond).logits)
+            loss, logs = self.g_loss(self.generator(self.sample_latent(batch_size), fake_labels), fake_labels)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             opt_g.step()
-        return {"loss/g": loss.detach()}
+        return logs
+
+    # ---------------------------------------------------------------- D's class head on real val images
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """ACGAN/SSGAN: accuracy of D's class head on real validation images (the notes' cheap proxy for how
+        useful the samples are); other modes measure their samples with callbacks and skip this."""
+        if not self.class_head:
+            return
+        images, labels = batch
+        self.val_class_accuracy.update(self.discriminator(images).class_logits, labels)
+        self.log("val/class_acc", self.val_class_accuracy, batch_size=len(images))

@@ -5,10 +5,20 @@ from typing import Literal, get_args
 from einops import rearrange
 from torch import Tensor, nn
 
+from lightning_gan.nets.conditioning import (
+    ConditionalBatchNorm2d,
+    ConditionalSequential,
+    LabelMaps,
+    LatentConditioning,
+    ProjectionHead,
+    require_labels,
+)
 from lightning_gan.nets.layers import DOut, NormKind, check_img_shape, init_dcgan_weights_, make_norm
 from lightning_gan.validation import require, require_int
 
 Upsample = Literal["transposed", "nearest", "bilinear"]
+Conditioning = Literal["concat", "multiply", "cbn"]
+LabelInput = Literal["concat", "projection"]
 
 
 def _num_stages(img_shape: tuple[int, int, int]) -> int:
@@ -41,22 +51,29 @@ class DCGANGenerator(nn.Module):
     """DCGAN generator: z -> Linear to a small map, then n x2 upsampling stages -> Tanh image.
 
     The number of stages n is the largest with H and W divisible by 2^n and the start map at least
-    3x3; channels halve at each stage from ``base_channels * 2^(n-1)``. This net is unconditional:
-    ``num_classes`` and ``labels`` are accepted, so every generator has one signature, and ignored.
+    3x3; channels halve at each stage from ``base_channels * 2^(n-1)``. With ``num_classes > 0`` the net
+    is conditional and ``forward`` needs labels; with 0 it is unconditional and ignores them.
 
     Args:
         latent_dim: Size of z.
         img_shape: Output shape (C, H, W).
-        num_classes: Number of classes; unused here.
+        num_classes: Number of classes K; 0 for an unconditional generator.
         base_channels: Channels before the output conv; the first map has ``base_channels * 2^(n-1)``.
         upsample: ``"transposed"``: ConvTranspose2d(4, 2, 1); ``"nearest"``/``"bilinear"``: resize then
             Conv2d(3, 1, 1), which avoids checkerboard artefacts (Odena et al. 2016).
         norm: Norm after every stage but the last (G's output has no norm).
+        conditioning: How labels enter when ``num_classes > 0``: ``"concat"``/``"multiply"`` into z
+            (see ``LatentConditioning``), or ``"cbn"``: every BatchNorm becomes a ``ConditionalBatchNorm2d``
+            (needs ``norm="batch"``).
+        embed_dim: Label embedding size for ``conditioning="concat"``.
 
     Example:
         >>> import torch
         >>> g = DCGANGenerator(100, (1, 28, 28), base_channels=8)
         >>> g(torch.randn(5, 100)).shape
+        torch.Size([5, 1, 28, 28])
+        >>> g = DCGANGenerator(100, (1, 28, 28), 10, base_channels=8, conditioning="cbn")
+        >>> g(torch.randn(5, 100), torch.arange(5)).shape
         torch.Size([5, 1, 28, 28])
     """
 
@@ -69,6 +86,8 @@ class DCGANGenerator(nn.Module):
         base_channels: int = 64,
         upsample: Upsample = "transposed",
         norm: NormKind = "batch",
+        conditioning: Conditioning = "concat",
+        embed_dim: int = 10,
     ) -> None:
         super().__init__()
         require_int("latent_dim", latent_dim, 1)
@@ -76,16 +95,31 @@ class DCGANGenerator(nn.Module):
         require_int("base_channels", base_channels, 1)
         _check_choice("upsample", upsample, get_args(Upsample))
         _check_choice("norm", norm, get_args(NormKind))
+        _check_choice("conditioning", conditioning, get_args(Conditioning))
+        cbn = num_classes > 0 and conditioning == "cbn"
+        if cbn:
+            require(norm == "batch", "norm", norm, "conditioning='cbn' needs norm='batch'")
         self.latent_dim = latent_dim
+        self.num_classes = num_classes
         self.img_shape = check_img_shape(img_shape)
         c, h, w = self.img_shape
         n = _num_stages(self.img_shape)
         self.start_shape = (base_channels * 2 ** (n - 1), h // 2**n, w // 2**n)
 
+        def norm_layer(channels: int) -> nn.Module:
+            return ConditionalBatchNorm2d(channels, num_classes) if cbn else make_norm(norm, channels)
+
+        # None when unconditional, so an unconditional G keeps its parameter names and init RNG stream.
+        latent_cond = num_classes > 0 and not cbn
+        self.condition = (
+            LatentConditioning(latent_dim, num_classes, conditioning, embed_dim) if latent_cond else None
+        )
+        in_dim = self.condition.out_dim if self.condition is not None else latent_dim
+
         # A conv bias just before batch/instance norm is cancelled by its per-channel mean subtraction.
         bias = norm in ("none", "layer")
-        self.project = nn.Linear(latent_dim, self.start_shape[0] * self.start_shape[1] * self.start_shape[2])
-        self.project_norm = nn.Sequential(make_norm(norm, self.start_shape[0]), nn.ReLU())
+        self.project = nn.Linear(in_dim, self.start_shape[0] * self.start_shape[1] * self.start_shape[2])
+        self.project_norm = ConditionalSequential(norm_layer(self.start_shape[0]), nn.ReLU())
         stages = []
         for i in range(n):
             c_in = self.start_shape[0] // 2**i
@@ -97,31 +131,40 @@ class DCGANGenerator(nn.Module):
             else:
                 conv = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias or last)
                 stage = [nn.Upsample(scale_factor=2, mode=upsample), conv]
-            stage += [nn.Tanh()] if last else [make_norm(norm, c_out), nn.ReLU()]
-            stages.append(nn.Sequential(*stage))
-        self.stages = nn.Sequential(*stages)
+            stage += [nn.Tanh()] if last else [norm_layer(c_out), nn.ReLU()]
+            stages.append(ConditionalSequential(*stage))
+        self.stages = ConditionalSequential(*stages)
         init_dcgan_weights_(self)
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Map z of shape (N, latent_dim) to images (N, C, H, W) in [-1, 1]; ``labels`` is ignored."""
+        """Map z (N, latent_dim) and labels (N,) (int64; needed iff ``num_classes > 0``, else ignored)
+        to images (N, C, H, W) in [-1, 1]."""
+        if self.num_classes > 0:
+            labels = require_labels(labels, self.num_classes)
+        if self.condition is not None:
+            z = self.condition(z, labels)  # (N, latent_dim + embed_dim) for concat
         c0, h0, w0 = self.start_shape
         x = rearrange(self.project(z), "n (c h w) -> n c h w", c=c0, h=h0, w=w0)
-        return self.stages(self.project_norm(x))  # (N, C, H, W)
+        return self.stages(self.project_norm(x, labels), labels)  # (N, C, H, W)
 
 
 class DCGANDiscriminator(nn.Module):
     """DCGAN discriminator: n strided convs (the generator's mirror) -> flatten -> Linear score.
 
     Each stage is Conv2d(4, 2, 1) doubling channels from ``base_channels``, then norm (except after the
-    input conv, as in DCGAN) and LeakyReLU(0.2). This net is unconditional: ``num_classes`` and
-    ``labels`` are accepted, so every discriminator has one signature, and ignored.
+    input conv, as in DCGAN) and LeakyReLU(0.2). With ``num_classes > 0`` the label is an input of D
+    and ``forward`` needs it; with 0 the score ignores labels.
 
     Args:
         img_shape: Input shape (C, H, W).
-        num_classes: Number of classes; unused here.
+        num_classes: Number of classes K whose label D takes as input (CGAN); 0 for none.
+        class_head: Size of an extra class-logit head on the features (ACGAN's auxiliary classifier,
+            the semi-supervised GAN's K classes); 0 for none, giving ``class_logits=None``.
         base_channels: Channels of the first conv.
         norm: Norm after every conv but the first. Use ``"none"``/``"layer"``/``"instance"`` with a
             gradient penalty, which assumes each sample's score depends only on that sample.
+        label_input: How labels enter when ``num_classes > 0``: ``"concat"``: one-hot maps appended to the
+            image (``LabelMaps``); ``"projection"``: a ``ProjectionHead`` term added to the logits.
 
     Example:
         >>> import torch
@@ -129,6 +172,9 @@ class DCGANDiscriminator(nn.Module):
         >>> out = d(torch.randn(5, 1, 28, 28))
         >>> out.logits.shape, out.features.shape
         (torch.Size([5]), torch.Size([5, 784]))
+        >>> d = DCGANDiscriminator((1, 28, 28), 10, class_head=10, base_channels=8, label_input="projection")
+        >>> d(torch.randn(5, 1, 28, 28), torch.arange(5)).class_logits.shape
+        torch.Size([5, 10])
     """
 
     def __init__(
@@ -136,19 +182,28 @@ class DCGANDiscriminator(nn.Module):
         img_shape: tuple[int, int, int],
         num_classes: int = 0,
         *,
+        class_head: int = 0,
         base_channels: int = 64,
         norm: NormKind = "batch",
+        label_input: LabelInput = "concat",
     ) -> None:
         super().__init__()
         require_int("num_classes", num_classes, 0)
+        require_int("class_head", class_head, 0)
         require_int("base_channels", base_channels, 1)
         _check_choice("norm", norm, get_args(NormKind))
+        _check_choice("label_input", label_input, get_args(LabelInput))
         self.img_shape = check_img_shape(img_shape)
+        self.num_classes = num_classes
         c, h, w = self.img_shape
         n = _num_stages(self.img_shape)
 
+        # None unless used, so an unconditional D keeps its parameter names and init RNG stream.
+        concat = num_classes > 0 and label_input == "concat"
+        self.label_maps = LabelMaps(num_classes) if concat else None
         bias = norm in ("none", "layer")  # see DCGANGenerator
-        stages = [nn.Sequential(nn.Conv2d(c, base_channels, 4, 2, 1), nn.LeakyReLU(0.2))]
+        c_in = c + num_classes if concat else c
+        stages = [nn.Sequential(nn.Conv2d(c_in, base_channels, 4, 2, 1), nn.LeakyReLU(0.2))]
         for i in range(1, n):
             c_in = base_channels * 2 ** (i - 1)
             stages.append(
@@ -161,10 +216,21 @@ class DCGANDiscriminator(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.num_features = base_channels * 2 ** (n - 1) * (h // 2**n) * (w // 2**n)
         self.head = nn.Linear(self.num_features, 1)
-        init_dcgan_weights_(self)
+        projection = num_classes > 0 and label_input == "projection"
+        self.projection = ProjectionHead(self.num_features, num_classes) if projection else None
+        self.classifier = nn.Linear(self.num_features, class_head) if class_head > 0 else None
+        init_dcgan_weights_(self)  # leaves the embeddings of ProjectionHead as it initialised them
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> DOut:
-        """Score images x of shape (N, C, H, W); ``labels`` is ignored."""
+        """Score images x (N, C, H, W) given labels (N,) (int64; needed iff ``num_classes > 0``, else
+        ignored)."""
+        if self.num_classes > 0:
+            labels = require_labels(labels, self.num_classes)
+        if self.label_maps is not None:
+            x = self.label_maps(x, labels)  # (N, C + K, H, W)
         features = rearrange(self.stages(x), "n c h w -> n (c h w)")  # (N, F)
         logits = rearrange(self.head(features), "n 1 -> n")  # (N,)
-        return DOut(logits=logits, class_logits=None, features=features)
+        if self.projection is not None:
+            logits = logits + self.projection(features, labels)
+        class_logits = self.classifier(features) if self.classifier is not None else None  # (N, K)
+        return DOut(logits=logits, class_logits=class_logits, features=features)
