@@ -33,9 +33,12 @@ def test_every_preset_config_trains_five_generator_steps_with_finite_losses(tmp_
     cli = run([
         "fit", "--config", str(REPO / "configs" / f"{preset}.yaml"), f"--trainer.default_root_dir={tmp_path}",
         "--trainer.max_steps=5", "--data.batch_size=32", "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
+        "--trainer.enable_model_summary=false", "--model.n_critic=2", "--model.lr_g=1e-4",
+        "--model.loss=hinge",
     ])  # fmt: skip
     assert cli.trainer.global_step == 5 and finite_losses(cli.trainer)
+    hp = cli.model.hparams  # the same keys work on every preset
+    assert (hp.n_critic, hp.lr_g, hp.loss) == (2, 1e-4, "hinge")
     assert Path(cli.trainer.log_dir, "samples", "step_000005.png").is_file()
 
 
