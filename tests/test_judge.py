@@ -269,3 +269,14 @@ def test_classifier_digits_config_fits_and_keeps_the_best_by_val_acc(tmp_path):
     assert checkpoint.monitor == "val/acc" and checkpoint.mode == "max"
     assert Path(checkpoint.best_model_path).name.startswith("best-")
     assert isinstance(load_judge(checkpoint.best_model_path), Classifier)
+
+
+def test_the_digits_judge_learns_from_every_label_even_when_the_gan_sees_few(tmp_path):
+    from lightning_gan.metrics import judge as judge_module
+
+    with mock.patch.object(judge_module, "train_judge", wraps=judge_module.train_judge) as train:
+        cached_digits_judge(DigitsDataModule(num_labelled=100), tmp_path)
+    taught = train.call_args.args[0]
+    assert (taught.train_dataset.tensors[1] >= 0).all() and len(taught.train_dataset) == 4000
+    cached_digits_judge(DigitsDataModule(), tmp_path)  # the same instrument: loaded from the same file
+    assert train.call_count == 1

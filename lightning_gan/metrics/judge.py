@@ -183,7 +183,7 @@ def train_judge(
     classifier.eval()
     accuracy = judge_accuracy(classifier, datamodule.val_dataset)
     rank_zero_info(
-        f"Trained a judge classifier on {len(datamodule.train_dataset)} images, epochs={epochs}: "
+        f"Trained a judge classifier on {int(known.sum())} labelled images, epochs={epochs}: "
         f"{accuracy:.2%} accuracy on the {len(datamodule.val_dataset)} validation images"
     )
     return classifier
@@ -205,7 +205,6 @@ def judge_cache_path(datamodule: LightningDataModule, cache_dir: Path, feature_d
         "val_fraction": datamodule.val_fraction,
         "test_fraction": datamodule.test_fraction,
         "image_size": datamodule.image_size,
-        "num_labelled": datamodule.num_labelled,  # the labels it may learn from
         "img_shape": list(datamodule.img_shape),
         "feature_dim": feature_dim,
         "epochs": JUDGE_EPOCHS,
@@ -260,6 +259,15 @@ def cached_digits_judge(
         raise TypeError(
             f"cached_digits_judge needs a DigitsDataModule, got {type(datamodule).__name__}: for other data, "
             "train a judge with `lightning-gan fit --config configs/classifier_digits.yaml --data ...`"
+        )
+    if datamodule.num_labelled is not None:
+        # The judge is a measuring instrument, as ImageNet's InceptionV3 is for FID: it learns from every real
+        # label of the same training split, whatever the GAN under test is allowed to see.
+        datamodule = DigitsDataModule(
+            seed=datamodule.seed,
+            val_fraction=datamodule.val_fraction,
+            test_fraction=datamodule.test_fraction,
+            image_size=datamodule.image_size,
         )
     num_val = len(datamodule.val_dataset)
     if not isinstance(feature_dim, int) or not 1 <= feature_dim < num_val:

@@ -72,6 +72,9 @@ class GAN(LightningModule):
         class_weight: Weight of the class loss: ACGAN adds it to D's and G's objectives; SSGAN's L_label.
         soft_labels: Label smoothing of the class targets (0 = one-hot); the notes' soft ACGAN targets.
         unsupervised_weight: SSGAN's w in L_D = L_label + (w/2)(L_unlabel + L_fake).
+        fake_class_loss: ACGAN: D also learns to classify generated images by their asked class (Odena et al.
+            2017). Off, D's classifier learns from real images only, so G cannot pass the label to it through
+            cues that are not the digit's shape.
 
     Example:
         >>> model = GAN(img_shape=(1, 28, 28), latent_dim=16)
@@ -104,6 +107,7 @@ class GAN(LightningModule):
         class_weight: float = 1.0,
         soft_labels: float = 0.0,
         unsupervised_weight: float = 1.0,
+        fake_class_loss: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -345,7 +349,7 @@ class GAN(LightningModule):
             class_real = self.class_loss(real_out.class_logits, labels)
             loss = loss + hp.class_weight * class_real
             logs["loss/class_real"] = class_real.detach()
-            if self.conditioning == "acgan":  # ACGAN's D also classifies the samples by their asked class
+            if self.conditioning == "acgan" and hp.fake_class_loss:  # D classifies samples by asked class
                 class_fake = self.class_loss(fake_out.class_logits, fake_labels)
                 loss = loss + hp.class_weight * class_fake
                 logs["loss/class_fake"] = class_fake.detach()
