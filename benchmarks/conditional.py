@@ -7,6 +7,7 @@ Trains each preset's config on the bundled digits for ``--steps`` generator step
 Targets (issue 5): correctness above 90% for cgan, cdcgan and acgan; SSGAN above 90% validation accuracy.
 
     python benchmarks/conditional.py [--steps 2000] [--per-class 100] [--presets cgan cdcgan acgan ssgan]
+        [--set=--model.fake_class_loss=false ...]
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--presets", nargs="+", default=["cgan", "cdcgan", "acgan", "ssgan"])
     parser.add_argument("--root", default="runs/bench_conditional")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="extra lightning-gan arguments, e.g. --set=--model.x=1"
+    )
     args = parser.parse_args()
     judge = cached_digits_judge(DigitsDataModule()).eval()
     rows = []
@@ -49,7 +53,7 @@ def main() -> None:
         start = time.perf_counter()
         cli = run([
             "fit", "--config", f"configs/{preset}.yaml", f"--trainer.default_root_dir={args.root}/{preset}",
-            f"--trainer.max_steps={args.steps}", "--trainer.enable_progress_bar=false",
+            f"--trainer.max_steps={args.steps}", "--trainer.enable_progress_bar=false", *args.set,
         ])  # fmt: skip
         model, dm = cli.model, cli.datamodule
         row = {"preset": preset, "seconds": time.perf_counter() - start}
