@@ -205,3 +205,20 @@ def test_an_unconditional_model_cannot_be_asked_for_a_class(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(["generate", f"--ckpt_path={ckpt}", "--per_class=2", f"--output={tmp_path / 'x.npz'}"])
     assert "per_class=2 is not allowed: the model is unconditional" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("label_input", ["concat", "projection"])
+@pytest.mark.parametrize("g_conditioning", ["concat", "multiply", "cbn"])
+def test_every_way_of_feeding_the_label_trains(g_conditioning, label_input):
+    torch.manual_seed(0)
+    model = GAN(
+        generator=partial(DCGANGenerator, base_channels=8, conditioning=g_conditioning),
+        discriminator=partial(DCGANDiscriminator, base_channels=8, label_input=label_input),
+        num_classes=10, latent_dim=8, conditioning="cgan",
+    )  # fmt: skip
+    trainer = Trainer(
+        max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu", limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(model, DigitsDataModule(batch_size=8))
+    assert trainer.global_step == 2 and finite_losses(trainer)
