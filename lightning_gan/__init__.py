@@ -1,6 +1,6 @@
 """lightning-gan: GANs in PyTorch Lightning with one manual-optimization training step for every model.
 
-    from lightning_gan import ACGAN, DigitsDataModule, GANMetrics
+from lightning_gan import ACGAN, DigitsDataModule, GANMetrics
 """
 
 from lightning_gan.callbacks import (

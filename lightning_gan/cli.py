@@ -86,6 +86,16 @@ class GANCLI(LightningCLI):
                 logger.init_args.name = run_dir.parent.name
                 logger.init_args.version = run_dir.name
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        # A setting that only the assembled run can check (a model.setup or callback.setup hook) fails with
+        # the project's standard message; before the first step it is a usage error, not a crash.
+        try:
+            super()._run_subcommand(subcommand)
+        except ValueError as err:
+            if " is not allowed: " in str(err) and self.trainer.global_step == 0:
+                self.parser.error(str(err))
+            raise
+
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()

@@ -184,3 +184,12 @@ def test_readme_test_command_is_what_ci_runs():
     assert test_command.startswith("python -m pytest")
     assert test_command in (REPO / ".ci" / "run").read_text().splitlines()
     assert "lightning-gan fit --config configs/dcgan.yaml" in readme_lines[0]
+
+
+def test_a_setting_checked_at_setup_is_a_usage_error_without_traceback(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run(["fit", "--config", str(REPO / "configs" / "cgan.yaml"), f"--trainer.default_root_dir={tmp_path}",
+             "--data.num_labelled=100", "--trainer.max_steps=1"])  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.split("error:", 1)[-1]
+    assert "model.conditioning='cgan' is not allowed" in err and "Traceback" not in err

@@ -140,7 +140,7 @@ def test_without_a_judge_on_other_data_it_fails_before_training(tmp_path):
     path = tmp_path / "data.npz"
     np.savez(path, images=np.zeros((64, 1, 28, 28), dtype=np.uint8))
     trainer = Trainer(max_steps=1, logger=False, callbacks=[GANMetrics()], enable_checkpointing=False)
-    with pytest.raises(ValueError, match=r"GANMetrics\.judge=None"):
+    with pytest.raises(ValueError, match=r"GANMetrics\.judge=None is not allowed"):
         trainer.fit(frozen_gan(), ArrayDataModule(str(path), batch_size=16))
 
 

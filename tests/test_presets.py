@@ -222,3 +222,10 @@ def test_every_way_of_feeding_the_label_trains(g_conditioning, label_input):
     )  # fmt: skip
     trainer.fit(model, DigitsDataModule(batch_size=8))
     assert trainer.global_step == 2 and finite_losses(trainer)
+
+
+def test_cgan_on_data_with_hidden_labels_fails_before_training(tmp_path):
+    trainer = Trainer(max_steps=1, logger=False, enable_checkpointing=False, accelerator="cpu")
+    with pytest.raises(ValueError, match=r"model\.conditioning='cgan'.*data\.num_labelled=100"):
+        trainer.fit(tiny("cgan", "bce", "none"), DigitsDataModule(batch_size=8, num_labelled=100))
+    assert trainer.global_step == 0

@@ -116,9 +116,9 @@ class GANMetrics(Callback):
             and not isinstance(trainer.datamodule, DigitsDataModule)
         ):
             raise ValueError(
-                "GANMetrics.judge=None is only allowed on the bundled digits: train a judge on your data "
-                "with `lightning-gan fit --config configs/classifier_digits.yaml --data ...` and pass its "
-                "checkpoint"
+                "GANMetrics.judge=None is not allowed: there is no built-in judge outside the digits; "
+                "train one on your data with `lightning-gan fit --config configs/classifier_digits.yaml "
+                "--data ...` and pass its checkpoint as GANMetrics' judge"
             )
 
     def _build(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -248,6 +248,16 @@ class GAN(LightningModule):
                 }
             )
 
+    def setup(self, stage: str) -> None:
+        hidden = getattr(getattr(self.trainer, "datamodule", None), "num_labelled", None)
+        require(
+            not (stage == "fit" and self.d_takes_label and hidden is not None),
+            "model.conditioning",
+            self.conditioning,
+            f"cgan feeds every real label to D, but data.num_labelled={hidden} hides most of them: "
+            "use acgan or ssgan, or keep all labels",
+        )
+
     def on_fit_start(self) -> None:
         from lightning_gan.callbacks.ema import GeneratorEMA
 
