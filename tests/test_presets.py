@@ -100,8 +100,10 @@ def test_a_cgan_sample_changes_with_the_label_and_d_depends_on_it():
 
 
 def test_acgan_class_head_gets_gradient_from_real_and_from_generated_images():
-    model = ACGAN(num_classes=10, latent_dim=8, generator=partial(DCGANGenerator, base_channels=8),
-                  discriminator=partial(DCGANDiscriminator, base_channels=8))  # fmt: skip
+    model = ACGAN(
+        num_classes=10, latent_dim=8, generator=partial(DCGANGenerator, base_channels=8),
+        discriminator=partial(DCGANDiscriminator, base_channels=8), fake_class_loss=True,
+    )  # fmt: skip
     head = list(model.discriminator.classifier.parameters())
     real, labels = DigitsDataModule().train_dataset.tensors[0][:8], torch.arange(8)
     fake_labels = (torch.arange(8) + 3) % 10
@@ -112,6 +114,9 @@ def test_acgan_class_head_gets_gradient_from_real_and_from_generated_images():
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head)
     _, d_logs = model.d_loss(real, labels, fake.detach(), fake_labels)
     assert {"loss/class_real", "loss/class_fake"} <= set(d_logs)  # both join D's objective
+    model.hparams.fake_class_loss = False  # the preset's default: D's classifier learns from real images only
+    assert "loss/class_fake" not in model.d_loss(real, labels, fake.detach(), fake_labels)[1]
+    assert ACGAN(num_classes=10).hparams.fake_class_loss is False
     model.zero_grad()
     g_loss, g_logs = model.g_loss(fake, fake_labels)
     g_loss.backward()
