@@ -1,0 +1,139 @@
+"""The real + generated DataModule: class mode, amount, schedule, caching, and real-only evaluation data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_gan.cli import run
+from lightning_gan.data import DigitsDataModule, MixedDataModule
+from lightning_gan.data.mixed import AlternatingLoader, class_counts, parse_ratio, parse_schedule
+from tests.conftest import REPO
+
+
+def checkpoint(root: Path, config: str) -> Path:
+    cli = run([
+        "fit", "--config", str(REPO / "configs" / config), f"--trainer.default_root_dir={root}",
+        "--trainer.max_steps=1", "--data.batch_size=32", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ])  # fmt: skip
+    return Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def cgan_ckpt(tmp_path_factory) -> Path:
+    return checkpoint(tmp_path_factory.mktemp("cgan"), "cgan.yaml")
+
+
+@pytest.fixture(scope="module")
+def real() -> DigitsDataModule:
+    return DigitsDataModule(batch_size=64, seed=0, val_fraction=0.1, test_fraction=0.8)  # 500 train digits
+
+
+def mixed(real, ckpt, tmp_path, **kwargs) -> MixedDataModule:
+    return MixedDataModule(real, str(ckpt), cache_dir=str(tmp_path), **kwargs)
+
+
+def test_ratios_are_read_as_the_notes_wrote_them():
+    assert parse_ratio("1:1") == 1 and parse_ratio("1:4") == 0.25 and parse_ratio("2:1") == 2
+    assert parse_ratio("1:2.5") == pytest.approx(0.4)
+    for bad in ("0:1", "-1", 0, "1/2"):
+        with pytest.raises(ValueError, match=r"data\.ratio="):
+            parse_ratio(bad)
+
+
+def test_fixed_class_mode_follows_the_real_proportions_exactly_up_to_rounding(real, cgan_ckpt, tmp_path):
+    dm = mixed(real, cgan_ckpt, tmp_path, class_mode="fixed", ratio="1:3")
+    real_counts = torch.bincount(real.train_dataset.tensors[1], minlength=10)
+    generated = torch.bincount(dm.generated_dataset().tensors[1], minlength=10)
+    assert generated.sum() == round(len(real.train_dataset) / 3)
+    expected = real_counts.double() * generated.sum() / real_counts.sum()
+    assert (generated.double() - expected).abs().max() < 1  # exact up to rounding
+    skewed = class_counts(7, torch.tensor([5.0, 3.0, 2.0]))
+    assert skewed.tolist() == [4, 2, 1] and skewed.sum() == 7
+
+
+def test_random_class_mode_ignores_the_real_proportions(cgan_ckpt, tmp_path):
+    # real data with only classes 0 and 1 ... 9 in a 10:1 imbalance
+    skewed = DigitsDataModule(batch_size=64, seed=0, val_fraction=0.1, test_fraction=0.5)
+    labels = skewed.train_dataset.tensors[1]
+    keep = (labels == 0) | (torch.rand(len(labels), generator=torch.Generator().manual_seed(0)) < 0.1)
+    skewed.train_dataset = torch.utils.data.TensorDataset(*(t[keep] for t in skewed.train_dataset.tensors))
+    fixed = mixed(skewed, cgan_ckpt, tmp_path, class_mode="fixed", ratio="2:1").generated_labels()
+    random = mixed(skewed, cgan_ckpt, tmp_path, class_mode="random", ratio="2:1").generated_labels()
+    share_0 = lambda y: (y == 0).double().mean().item()  # noqa: E731
+    real_share = share_0(skewed.train_dataset.tensors[1])
+    assert share_0(fixed) == pytest.approx(real_share, abs=0.01)
+    assert share_0(random) == pytest.approx(0.1, abs=0.03) and real_share > 0.4
+
+
+@pytest.mark.parametrize(("ratio", "factor"), [("1:2", 0.5), ("2:1", 2.0), ("1:1", 1.0)])
+def test_the_amount_of_generated_data_per_epoch(real, cgan_ckpt, tmp_path, ratio, factor):
+    dm = mixed(real, cgan_ckpt, tmp_path, ratio=ratio)
+    loader = dm.train_dataloader()
+    seen = sum(len(images) for images, _ in loader)
+    n_real = len(real.train_dataset)
+    assert len(dm.generated_dataset()) == round(factor * n_real) and seen == n_real + round(factor * n_real)
+
+
+def test_a_three_to_one_schedule_yields_batches_in_that_pattern(real, cgan_ckpt, tmp_path):
+    dm = mixed(real, cgan_ckpt, tmp_path, ratio="3:1", schedule="3:1", batch_size=50)
+    generated = set(map(tuple, dm.generated_dataset().tensors[0].flatten(1)[:, 300:310].tolist()))
+    kinds = [
+        "G" if tuple(images[0].flatten()[300:310].tolist()) in generated else "R"
+        for images, _ in dm.train_dataloader()
+    ]
+    assert "".join(kinds) == "GGGR" * 10  # 1500 generated and 500 real samples in batches of 50
+    fifteen_five = [b for b in AlternatingLoader(range(4), range(9), (3, 1))]
+    assert fifteen_five == [0, 1, 2, 0, 3, 1, 2, 3, 4, 5, 6, 7, 8]  # a stream that runs out: the other drains
+    assert parse_schedule("mixed") is None and parse_schedule("15:5") == (15, 5)
+    with pytest.raises(ValueError, match=r"data\.schedule='3-1'"):
+        parse_schedule("3-1")
+
+
+def test_no_generated_sample_reaches_validation_or_test(real, cgan_ckpt, tmp_path):
+    dm = mixed(real, cgan_ckpt, tmp_path, ratio="2:1")
+    for loader, split in ((dm.val_dataloader(), real.val_dataset), (dm.test_dataloader(), real.test_dataset)):
+        images = torch.cat([x for x, _ in loader])
+        assert torch.equal(images, split.tensors[0])
+
+
+def test_the_cache_is_reused_only_for_the_same_generator_checkpoint(real, cgan_ckpt, tmp_path):
+    first = mixed(real, cgan_ckpt, tmp_path, ratio="1:4").generated_dataset().tensors[0]
+    again = mixed(real, cgan_ckpt, tmp_path, ratio="1:4")
+    again._model = "not loaded"  # a cache hit never touches the generator
+    assert torch.equal(again.generated_dataset().tensors[0], first)
+    other_ckpt = tmp_path / "other.ckpt"
+    state = torch.load(cgan_ckpt, weights_only=False)
+    state["state_dict"] = {k: v + 0.1 if v.is_floating_point() else v for k, v in state["state_dict"].items()}
+    torch.save(state, other_ckpt)
+    other = mixed(real, other_ckpt, tmp_path, ratio="1:4").generated_dataset().tensors[0]
+    assert not torch.equal(other, first)
+    assert len(list((tmp_path / "generated").glob("*.pt"))) == 2
+
+
+def test_bad_settings_fail_with_a_clear_message(real, cgan_ckpt, tmp_path):
+    with pytest.raises(ValueError, match=r"data\.ratio=0"):
+        mixed(real, cgan_ckpt, tmp_path, ratio=0)
+    with pytest.raises(ValueError, match=r"data\.class_mode='balanced' is not allowed"):
+        mixed(real, cgan_ckpt, tmp_path, class_mode="balanced")
+    with pytest.raises(ValueError, match=r"data\.generator_ckpt=.*no such checkpoint"):
+        MixedDataModule(real, str(tmp_path / "missing.ckpt"))
+    dcgan = checkpoint(tmp_path / "dcgan", "wgan.yaml")
+    with pytest.raises(ValueError, match=r"generator must be conditional"):
+        mixed(real, dcgan, tmp_path).generated_dataset()
+
+
+def test_the_classifier_trains_on_real_plus_generated_through_the_cli(cgan_ckpt, tmp_path):
+    cli = run([
+        "fit", "--config", str(REPO / "configs" / "classifier_mixed.yaml"),
+        f"--data.generator_ckpt={cgan_ckpt}",
+        f"--data.cache_dir={tmp_path}", f"--trainer.default_root_dir={tmp_path}", "--trainer.max_epochs=1",
+        "--data.ratio=1:4", "--data.schedule=3:1", "--trainer.enable_progress_bar=false",
+    ])  # fmt: skip
+    dm = cli.datamodule
+    assert cli.model.img_shape == dm.img_shape == (1, 28, 28) and cli.model.num_classes == 10
+    assert cli.trainer.num_training_batches == len(dm.train_dataloader())
+    assert "val/acc" in cli.trainer.callback_metrics
