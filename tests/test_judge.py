@@ -280,3 +280,25 @@ def test_the_digits_judge_learns_from_every_label_even_when_the_gan_sees_few(tmp
     assert (taught.train_dataset.tensors[1] >= 0).all() and len(taught.train_dataset) == 4000
     cached_digits_judge(DigitsDataModule(), tmp_path)  # the same instrument: loaded from the same file
     assert train.call_count == 1
+
+
+@pytest.mark.parametrize("img_shape", [(1, 28, 28), (3, 32, 32)])
+def test_the_resnet_backbone_classifies_and_learns(img_shape):
+    from lightning_gan.nets.resnet import BasicBlock, ResNetFeatures
+
+    model = Classifier(img_shape=img_shape, num_classes=10, channels=8, feature_dim=16, backbone="resnet")
+    assert isinstance(model.backbone, ResNetFeatures)
+    assert sum(isinstance(m, BasicBlock) for m in model.modules()) == 6  # 3 stages x 2 blocks
+    x, y = images(8, img_shape), torch.arange(8)
+    assert model(x).shape == (8, 10) and model.features(x).shape == (8, 16)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):  # fits 8 images: the residual path trains end to end
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    with pytest.raises(ValueError, match=r"model\.backbone='vgg' is not allowed"):
+        Classifier(backbone="vgg")

@@ -7,6 +7,7 @@ head, so that metrics can read the penultimate features and another backbone can
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -14,8 +15,10 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_gan.nets.resnet import ResNetFeatures
 from lightning_gan.validation import is_int, require
 
+Backbone = Literal["cnn", "resnet"]
 Batch = Sequence[Tensor]  # (images (N, C, H, W) in [-1, 1], labels (N,) int64)
 
 MIN_SIZE = 8  # the two 2x2 max-pools take 8x8 down to 2x2
@@ -75,6 +78,8 @@ class Classifier(LightningModule):
         num_classes: Number of classes K >= 2; linked from the data module.
         channels: Width of the first conv stage (the stages have c, 2c, 4c channels).
         feature_dim: Size of the penultimate features that :meth:`features` returns (and FID/KID use).
+        backbone: ``cnn`` (:class:`ConvFeatures`) or ``resnet``
+            (:class:`~lightning_gan.nets.resnet.ResNetFeatures`, the notes' second classifier).
         lr: Adam learning rate.
         weight_decay: Adam weight decay (L2).
 
@@ -92,6 +97,7 @@ class Classifier(LightningModule):
         *,
         channels: int = 32,
         feature_dim: int = 64,
+        backbone: Backbone = "cnn",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
     ) -> None:
@@ -120,7 +126,9 @@ class Classifier(LightningModule):
         self.img_shape: tuple[int, int, int] = shape  # type: ignore[assignment]
         self.num_classes = num_classes
         self.feature_dim = feature_dim
-        self.backbone = ConvFeatures(shape[0], channels=channels, feature_dim=feature_dim)
+        require(backbone in ("cnn", "resnet"), "model.backbone", backbone, "choose cnn or resnet")
+        features = ConvFeatures if backbone == "cnn" else ResNetFeatures
+        self.backbone = features(shape[0], channels=channels, feature_dim=feature_dim)
         self.head = nn.Linear(feature_dim, num_classes)
         # One metric object per stage: torchmetrics accumulates state, and stages must not mix their counts.
         # average="micro" is plain accuracy; MulticlassAccuracy's default ("macro") averages per class.
