@@ -472,3 +472,14 @@ def test_num_labelled_keeps_that_many_training_labels_evenly_and_hides_the_rest(
     assert torch.equal(labels[kept], full.train_dataset.tensors[1][kept])  # the kept labels are the true ones
     with pytest.raises(ValueError, match=r"data\.num_labelled=5 is not allowed"):
         DigitsDataModule(num_labelled=5)
+
+
+def test_train_per_class_keeps_a_small_labelled_training_set_and_the_same_val_and_test():
+    small = DigitsDataModule(train_per_class=100, batch_size=32, seed=2)
+    full = DigitsDataModule(seed=2)
+    labels = small.train_dataset.tensors[1]
+    assert torch.bincount(labels, minlength=10).tolist() == [100] * 10
+    assert torch.equal(small.val_dataset.tensors[0], full.val_dataset.tensors[0])
+    assert torch.equal(small.test_dataset.tensors[0], full.test_dataset.tensors[0])
+    train_rows = {tuple(x.flatten()[::7].tolist()) for x in full.train_dataset.tensors[0]}
+    assert all(tuple(x.flatten()[::7].tolist()) in train_rows for x in small.train_dataset.tensors[0][:50])

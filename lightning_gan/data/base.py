@@ -87,6 +87,9 @@ class GANDataModule(LightningDataModule, ABC):
         num_labelled: Keep only this many training labels (the same number per class, chosen by ``seed``)
             and hide the others as -1, for semi-supervised training; None keeps all. Validation and test
             labels are never hidden.
+        train_per_class: Keep only this many training images of each class (chosen by ``seed``) and drop
+            the rest: a small labelled set, as in the augmentation experiment. Validation and test are
+            unchanged.
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class GANDataModule(LightningDataModule, ABC):
         test_fraction: float = 0.1,
         image_size: int | None = None,
         num_labelled: int | None = None,
+        train_per_class: int | None = None,
     ) -> None:
         super().__init__()
         require_int("data.batch_size", batch_size, 1)
@@ -122,6 +126,7 @@ class GANDataModule(LightningDataModule, ABC):
         self.test_fraction = test_fraction
         self.image_size = image_size
         self.num_labelled = num_labelled
+        self.train_per_class = train_per_class
 
         images, labels, class_names = self.load_data()
         if image_size is not None:
@@ -130,6 +135,11 @@ class GANDataModule(LightningDataModule, ABC):
         self.num_classes: int = len(class_names)
         self.img_shape: tuple[int, int, int] = (images.shape[1], images.shape[2], images.shape[3])
         train, val, test = _split_indices(labels, val_fraction, test_fraction, seed)
+        if train_per_class is not None:
+            require_int("data.train_per_class", train_per_class, 1)
+            # the same even per-class choice as num_labelled, from its own stream (seed + 1)
+            kept = _hide_labels(labels[train], train_per_class * len(class_names), seed + 1) >= 0
+            train = train[kept]
         self.train_dataset = TensorDataset(images[train], _hide_labels(labels[train], num_labelled, seed))
         self.val_dataset = TensorDataset(images[val], labels[val])
         self.test_dataset = TensorDataset(images[test], labels[test])

@@ -260,7 +260,7 @@ def cached_digits_judge(
             f"cached_digits_judge needs a DigitsDataModule, got {type(datamodule).__name__}: for other data, "
             "train a judge with `lightning-gan fit --config configs/classifier_digits.yaml --data ...`"
         )
-    if datamodule.num_labelled is not None:
+    if datamodule.num_labelled is not None or datamodule.train_per_class is not None:
         # The judge is a measuring instrument, as ImageNet's InceptionV3 is for FID: it learns from every real
         # label of the same training split, whatever the GAN under test is allowed to see.
         datamodule = DigitsDataModule(
