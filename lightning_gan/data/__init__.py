@@ -3,6 +3,7 @@
 from lightning_gan.data.base import GANDataModule
 from lightning_gan.data.digits import DigitsDataModule
 from lightning_gan.data.files import ArrayDataModule, ImageFolderDataModule
+from lightning_gan.data.har import HARDataModule
 from lightning_gan.data.mixed import MixedDataModule
 from lightning_gan.data.sampler import ResumableSampler, StepLoader
 
@@ -10,6 +11,7 @@ __all__ = [
     "ArrayDataModule",
     "DigitsDataModule",
     "GANDataModule",
+    "HARDataModule",
     "ImageFolderDataModule",
     "MixedDataModule",
     "ResumableSampler",
