@@ -100,10 +100,16 @@ def main() -> None:
         for row in rows:
             writer.writerow([row["setting"], row["mean"], row["std"], *row["runs"]])
     plot(rows, out / "augment.png", args)
-    base, best = rows[0]["mean"], max(rows[2:], key=lambda r: r["mean"])
-    gain = 100 * (best["mean"] - base)
-    print(f"\nbest real+gen: {best['setting']} {100 * best['mean']:.2f}% vs real only {100 * base:.2f}% "
-          f"({gain:+.2f} points; target +1.00: {'met' if gain >= 1 else 'missed'})")  # fmt: skip
+    # The verdict compares the pre-set default with real only; picking the best of the settings by their test
+    # accuracy would be a choice made on the test split, so that line is exploratory only.
+    base, default = rows[0]["mean"], rows[2]["mean"]
+    gain = 100 * (default - base)
+    verdict = "met" if gain >= 1 else "missed"
+    print(f"\nreal+gen default {100 * default:.2f}% vs real only {100 * base:.2f}%: {gain:+.2f} points "
+          f"(target +1.00: {verdict})")  # fmt: skip
+    best = max(rows[2:], key=lambda r: r["mean"])
+    print(f"(exploratory, chosen on test: {best['setting']} {100 * best['mean']:.2f}%, "
+          f"{100 * (best['mean'] - base):+.2f} points)")  # fmt: skip
 
 
 def plot(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
