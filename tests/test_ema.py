@@ -16,6 +16,7 @@ from lightning_gan.generate import generate, load_gan
 from lightning_gan.models import GAN
 from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator, apply_spectral_norm
 from tests.conftest import fit as cli_fit
+from tests.test_training_step import tiny_trainer
 
 
 def tiny_gan(seed: int = 0) -> GAN:
@@ -30,16 +31,7 @@ def tiny_gan(seed: int = 0) -> GAN:
 
 def fit(model: GAN, root, max_steps: int, callbacks: list[Callback], **fit_kwargs) -> Trainer:
     checkpointing = any(isinstance(cb, GANCheckpoint) for cb in callbacks)
-    trainer = Trainer(
-        default_root_dir=root,
-        max_steps=max_steps,
-        callbacks=callbacks,
-        enable_checkpointing=checkpointing,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
+    trainer = tiny_trainer(root, max_steps, callbacks=callbacks, enable_checkpointing=checkpointing)
     trainer.fit(model, DigitsDataModule(batch_size=16, seed=0), **fit_kwargs)
     return trainer
 
