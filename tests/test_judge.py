@@ -62,7 +62,8 @@ def test_classifier_gives_logits_and_penultimate_features(img_shape):
         ({"num_classes": 1}, "model.num_classes=1"),
         ({"feature_dim": 0}, "model.feature_dim=0"),
         ({"channels": 0}, "model.channels=0"),
-        ({"img_shape": (1, 4, 28)}, "model.img_shape=(1, 4, 28)"),
+        ({"img_shape": (1, 4, 6)}, "model.img_shape=(1, 4, 6)"),
+        ({"img_shape": (0, 28, 28)}, "model.img_shape=(0, 28, 28)"),
         ({"lr": 0.0}, "model.lr=0.0"),
     ],
 )

@@ -34,32 +34,50 @@ def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
+def pool_size(img_shape: Sequence[int]) -> tuple[int, int]:
+    """The (H, W) factor by which a classifier's stages downsample: 2 along each axis of at least
+    ``MIN_SIZE``, 1 along a shorter one, so that signal windows (1, 6, 128) pool along time only.
+
+    Example:
+        >>> pool_size((1, 28, 28)), pool_size((1, 6, 128))
+        ((2, 2), (1, 2))
+    """
+    return tuple(2 if size >= MIN_SIZE else 1 for size in img_shape[1:])  # type: ignore[return-value]
+
+
 class ConvFeatures(nn.Module):
-    """Three Conv-BN-ReLU stages (widths c, 2c, 4c; 2x2 max-pools between them), an average pool to a 4x4
-    grid and Linear-ReLU: images (N, C, H, W) -> features (N, feature_dim). Any H, W >= 8 works.
+    """Three Conv-BN-ReLU stages (widths c, 2c, 4c; max-pools between them), an average pool to a 4x4
+    grid and Linear-ReLU: images (N, C, H, W) -> features (N, feature_dim).
 
     Args:
         in_channels: C of the images.
         channels: Width c of the first stage.
         feature_dim: Size F of the output features.
+        pool: Max-pool size (H, W) between stages: (2, 2) for images; (1, 2) keeps the sensor rows of a
+            signal window (see :func:`pool_size`).
 
     Example:
         >>> ConvFeatures(1, channels=8, feature_dim=16)(torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 16])
+        >>> ConvFeatures(1, channels=8, feature_dim=16, pool=(1, 2))(torch.zeros(2, 1, 6, 128)).shape
+        torch.Size([2, 16])
     """
 
-    def __init__(self, in_channels: int, *, channels: int = 32, feature_dim: int = 64) -> None:
+    def __init__(
+        self, in_channels: int, *, channels: int = 32, feature_dim: int = 64, pool: tuple[int, int] = (2, 2)
+    ) -> None:
         super().__init__()
         self.feature_dim = feature_dim
         self.body = nn.Sequential(
             _conv_block(in_channels, channels),
-            nn.MaxPool2d(2),
+            nn.MaxPool2d(pool),
             _conv_block(channels, 2 * channels),
-            nn.MaxPool2d(2),
+            nn.MaxPool2d(pool),
             _conv_block(2 * channels, 4 * channels),
-            # (N, 4c, 4, 4) whatever H, W: one network for every image size. A 4x4 grid, not a global pool,
-            # because where a stroke lies matters for digits: with channels=16, strided convs and a global
-            # pool reached 79% val accuracy after 4 epochs on the bundled digits, max-pools and this grid 98%.
+            # (N, 4c, 4, 4) whatever H, W: one network for every image size (a 6-row signal gives overlapping
+            # rows). A 4x4 grid, not a global pool, because where a stroke lies matters for digits: with
+            # channels=16, strided convs and a global pool reached 79% val accuracy after 4 epochs on the
+            # bundled digits, max-pools and this grid 98%.
             nn.AdaptiveAvgPool2d(POOL_SIZE),
             nn.Flatten(),
             nn.Linear(4 * channels * POOL_SIZE**2, feature_dim),
@@ -71,10 +89,13 @@ class ConvFeatures(nn.Module):
 
 
 class Classifier(LightningModule):
-    """An image classifier trained with cross entropy and Adam; batches are ``(images, labels)``.
+    """An image or signal classifier trained with cross entropy and Adam; batches are ``(images, labels)``.
+
+    Signal windows are 1-channel images (1, S, T) (see :class:`~lightning_gan.data.HARDataModule`): an axis
+    shorter than 8 (the S sensor rows) is never downsampled, so the nets pool and stride along time only.
 
     Args:
-        img_shape: (C, H, W) of the data, H and W >= 8; the CLI links it from the data module.
+        img_shape: (C, H, W) of the data; the CLI links it from the data module.
         num_classes: Number of classes K >= 2; linked from the data module.
         channels: Width of the first conv stage (the stages have c, 2c, 4c channels).
         feature_dim: Size of the penultimate features that :meth:`features` returns (and FID/KID use).
@@ -107,11 +128,11 @@ class Classifier(LightningModule):
         require(
             len(shape) == 3
             and all(is_int(s) for s in shape)
-            and shape[0] >= 1
-            and min(shape[1:]) >= MIN_SIZE,
+            and min(shape) >= 1
+            and max(shape[1:]) >= MIN_SIZE,
             "model.img_shape",
             img_shape,
-            f"must be three integers (C, H, W) with C >= 1 and H, W >= {MIN_SIZE}",
+            f"must be three positive integers (C, H, W) with H or W >= {MIN_SIZE}",
         )
         require(is_int(num_classes) and num_classes >= 2, "model.num_classes", num_classes, "must be >= 2")
         require(is_int(channels) and channels >= 1, "model.channels", channels, "must be an integer >= 1")
@@ -128,7 +149,7 @@ class Classifier(LightningModule):
         self.feature_dim = feature_dim
         require(backbone in ("cnn", "resnet"), "model.backbone", backbone, "choose cnn or resnet")
         features = ConvFeatures if backbone == "cnn" else ResNetFeatures
-        self.backbone = features(shape[0], channels=channels, feature_dim=feature_dim)
+        self.backbone = features(shape[0], channels=channels, feature_dim=feature_dim, pool=pool_size(shape))
         self.head = nn.Linear(feature_dim, num_classes)
         # One metric object per stage: torchmetrics accumulates state, and stages must not mix their counts.
         # average="micro" is plain accuracy; MulticlassAccuracy's default ("macro") averages per class.

@@ -1,7 +1,9 @@
 """Generator and discriminator networks: plain nn.Modules, shapes in, tensors out."""
 
 from lightning_gan.nets.conditioning import (
+    ConditionalBatchNorm1d,
     ConditionalBatchNorm2d,
+    ConditionalDiscriminator,
     ConditionalSequential,
     LabelMaps,
     LatentConditioning,
@@ -10,9 +12,12 @@ from lightning_gan.nets.conditioning import (
 from lightning_gan.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from lightning_gan.nets.layers import DOut, apply_spectral_norm, has_batchnorm
 from lightning_gan.nets.mlp import MLPDiscriminator, MLPGenerator
+from lightning_gan.nets.signal import SignalDiscriminator, SignalGenerator
 
 __all__ = [
+    "ConditionalBatchNorm1d",
     "ConditionalBatchNorm2d",
+    "ConditionalDiscriminator",
     "ConditionalSequential",
     "DCGANDiscriminator",
     "DCGANGenerator",
@@ -22,6 +27,8 @@ __all__ = [
     "MLPDiscriminator",
     "MLPGenerator",
     "ProjectionHead",
+    "SignalDiscriminator",
+    "SignalGenerator",
     "apply_spectral_norm",
     "has_batchnorm",
 ]

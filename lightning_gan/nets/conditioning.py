@@ -6,10 +6,10 @@ Every block takes integer class labels of shape (N,) (int64) next to its usual i
 from typing import Literal, get_args
 
 import torch
-from einops import rearrange, repeat
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from lightning_gan.nets.layers import DOut
 from lightning_gan.validation import require, require_int
 
 LatentMode = Literal["concat", "multiply"]
@@ -77,15 +77,36 @@ class LatentConditioning(nn.Module):
         return torch.cat([z, e], dim=1) if self.mode == "concat" else z * e
 
 
-class ConditionalBatchNorm2d(nn.Module):
-    """BatchNorm2d whose scale and shift are looked up per class (de Vries et al. 2017; Miyato &
-    Koyama 2018, sec. 4): ``gamma[y] * BN(x) + beta[y]``.
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm whose scale and shift are looked up per class (de Vries et al. 2017; Miyato &
+    Koyama 2018, sec. 4): ``gamma[y] * BN(x) + beta[y]``, for maps of any number of spatial dimensions.
 
-    ``gamma`` starts at 1 and ``beta`` at 0, so the layer starts as a plain BatchNorm2d for every class.
+    ``gamma`` starts at 1 and ``beta`` at 0, so the layer starts as a plain BatchNorm for every class. Use
+    :class:`ConditionalBatchNorm2d` (N, C, H, W) or :class:`ConditionalBatchNorm1d` (N, C, L).
+    """
 
-    Args:
-        num_features: Channels C of the input.
-        num_classes: Number of classes K.
+    batch_norm: type[nn.Module] = nn.BatchNorm2d
+
+    def __init__(self, num_features: int, num_classes: int) -> None:
+        super().__init__()
+        require_int("num_features", num_features, 1)
+        require_int("num_classes", num_classes, 1)
+        self.bn = self.batch_norm(num_features, affine=False)
+        self.gamma = nn.Embedding(num_classes, num_features)
+        self.beta = nn.Embedding(num_classes, num_features)
+        nn.init.ones_(self.gamma.weight)
+        nn.init.zeros_(self.beta.weight)
+
+    def forward(self, x: Tensor, labels: Tensor) -> Tensor:
+        """Normalise x (N, C, ...) with the scale and shift of labels (N,); returns (N, C, ...)."""
+        trailing = (1,) * (x.ndim - 2)  # broadcast (N, C) over the spatial dimensions
+        gamma = self.gamma(labels).view(*labels.shape, -1, *trailing)
+        beta = self.beta(labels).view(*labels.shape, -1, *trailing)
+        return gamma * self.bn(x) + beta
+
+
+class ConditionalBatchNorm2d(ConditionalBatchNorm):
+    """:class:`ConditionalBatchNorm` for (N, C, H, W) maps.
 
     Example:
         >>> cbn = ConditionalBatchNorm2d(8, 10)
@@ -93,27 +114,24 @@ class ConditionalBatchNorm2d(nn.Module):
         torch.Size([4, 8, 5, 5])
     """
 
-    def __init__(self, num_features: int, num_classes: int) -> None:
-        super().__init__()
-        require_int("num_features", num_features, 1)
-        require_int("num_classes", num_classes, 1)
-        self.bn = nn.BatchNorm2d(num_features, affine=False)
-        self.gamma = nn.Embedding(num_classes, num_features)
-        self.beta = nn.Embedding(num_classes, num_features)
-        nn.init.ones_(self.gamma.weight)
-        nn.init.zeros_(self.beta.weight)
+    batch_norm = nn.BatchNorm2d
 
-    def forward(self, x: Tensor, labels: Tensor) -> Tensor:
-        """Normalise x (N, C, H, W) with the scale and shift of labels (N,); returns (N, C, H, W)."""
-        gamma = rearrange(self.gamma(labels), "n c -> n c 1 1")
-        beta = rearrange(self.beta(labels), "n c -> n c 1 1")
-        return gamma * self.bn(x) + beta
+
+class ConditionalBatchNorm1d(ConditionalBatchNorm):
+    """:class:`ConditionalBatchNorm` for (N, C, L) sequences (Conv1d nets).
+
+    Example:
+        >>> ConditionalBatchNorm1d(8, 10)(torch.randn(4, 8, 32), torch.arange(4)).shape
+        torch.Size([4, 8, 32])
+    """
+
+    batch_norm = nn.BatchNorm1d
 
 
 class ConditionalSequential(nn.Sequential):
     """A Sequential that also passes ``labels`` to the layers that take them.
 
-    Those are ``ConditionalBatchNorm2d`` and nested ``ConditionalSequential``s; every other layer gets
+    Those are ``ConditionalBatchNorm`` layers and nested ``ConditionalSequential``s; every other layer gets
     ``x`` only. Without such layers it computes exactly what ``nn.Sequential`` does, with the same
     parameter names.
 
@@ -126,7 +144,7 @@ class ConditionalSequential(nn.Sequential):
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Apply the layers in order to x, giving ``labels`` (N,) to the label-taking ones."""
         for layer in self:
-            takes_labels = isinstance(layer, ConditionalBatchNorm2d | ConditionalSequential)
+            takes_labels = isinstance(layer, ConditionalBatchNorm | ConditionalSequential)
             x = layer(x, labels) if takes_labels else layer(x)
         return x
 
@@ -149,9 +167,11 @@ class LabelMaps(nn.Module):
         self.num_classes = num_classes
 
     def forward(self, x: Tensor, labels: Tensor) -> Tensor:
-        """Concatenate images x (N, C, H, W) with labels' one-hot maps; returns (N, C + K, H, W)."""
+        """Concatenate x (N, C, ...) with labels' one-hot maps of the same spatial size: images (N, C, H, W)
+        give (N, C + K, H, W), sequences (N, C, L) give (N, C + K, L)."""
         one_hot = F.one_hot(labels, self.num_classes).to(x.dtype)  # (N, K)
-        maps = repeat(one_hot, "n k -> n k h w", h=x.shape[2], w=x.shape[3])
+        trailing = (1,) * (x.ndim - 2)
+        maps = one_hot.view(*one_hot.shape, *trailing).expand(-1, -1, *x.shape[2:])
         return torch.cat([x, maps], dim=1)
 
 
@@ -181,3 +201,56 @@ class ProjectionHead(nn.Module):
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
         """Score features (N, F) against labels (N,); returns (N,)."""
         return (self.embed(labels) * features).sum(dim=1)
+
+
+class ConditionalDiscriminator(nn.Module):
+    """What every conv discriminator shares around its own ``stages``: the label input, the real/fake head,
+    the projection term and the class head, and ``forward`` returning :class:`DOut`.
+
+    A subclass calls :meth:`init_label_input` before building ``self.stages`` (it says how many label
+    channels the first conv gets), then :meth:`init_heads` with the size of the flattened stage output, and
+    may override :meth:`to_input` to reshape its input first.
+    """
+
+    num_classes: int
+    stages: nn.Module
+
+    def init_label_input(self, num_classes: int, label_input: str) -> int:
+        """Set up how labels enter (``"concat"``: one-hot maps; ``"projection"``: a head term); returns the
+        number of label channels appended to the input (K for concat, else 0)."""
+        allowed = ("concat", "projection")
+        require(label_input in allowed, "label_input", label_input, f"choose one of {', '.join(allowed)}")
+        self.num_classes = num_classes
+        self.label_input = label_input
+        # None unless used, so an unconditional D keeps its parameter names and init RNG stream.
+        concat = num_classes > 0 and label_input == "concat"
+        self.label_maps = LabelMaps(num_classes) if concat else None
+        return num_classes if concat else 0
+
+    def init_heads(self, num_features: int, class_head: int) -> None:
+        """Build the real/fake head, the projection term (when labels enter by projection) and a class head
+        of ``class_head`` logits (0 for none) on ``num_features``-d features."""
+        require_int("class_head", class_head, 0)
+        self.num_features = num_features
+        self.head = nn.Linear(num_features, 1)
+        projection = self.num_classes > 0 and self.label_input == "projection"
+        self.projection = ProjectionHead(num_features, self.num_classes) if projection else None
+        self.classifier = nn.Linear(num_features, class_head) if class_head > 0 else None
+
+    def to_input(self, x: Tensor) -> Tensor:
+        """What the stages take, from D's input; the identity unless a subclass reshapes."""
+        return x
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> DOut:
+        """Score x (N, C, H, W) given labels (N,) (int64; needed iff ``num_classes > 0``, else ignored)."""
+        if self.num_classes > 0:
+            labels = require_labels(labels, self.num_classes)
+        x = self.to_input(x)
+        if self.label_maps is not None:
+            x = self.label_maps(x, labels)  # K more channels
+        features = self.stages(x).flatten(1)  # (N, F)
+        logits = self.head(features).squeeze(1)  # (N,)
+        if self.projection is not None:
+            logits = logits + self.projection(features, labels)
+        class_logits = self.classifier(features) if self.classifier is not None else None  # (N, K)
+        return DOut(logits=logits, class_logits=class_logits, features=features)

@@ -7,13 +7,12 @@ from torch import Tensor, nn
 
 from lightning_gan.nets.conditioning import (
     ConditionalBatchNorm2d,
+    ConditionalDiscriminator,
     ConditionalSequential,
-    LabelMaps,
     LatentConditioning,
-    ProjectionHead,
     require_labels,
 )
-from lightning_gan.nets.layers import DOut, NormKind, check_img_shape, init_dcgan_weights_, make_norm
+from lightning_gan.nets.layers import NormKind, check_img_shape, init_dcgan_weights_, make_norm
 from lightning_gan.validation import require, require_int
 
 Upsample = Literal["transposed", "nearest", "bilinear"]
@@ -148,7 +147,7 @@ class DCGANGenerator(nn.Module):
         return self.stages(self.project_norm(x, labels), labels)  # (N, C, H, W)
 
 
-class DCGANDiscriminator(nn.Module):
+class DCGANDiscriminator(ConditionalDiscriminator):
     """DCGAN discriminator: n strided convs (the generator's mirror) -> flatten -> Linear score.
 
     Each stage is Conv2d(4, 2, 1) doubling channels from ``base_channels``, then norm (except after the
@@ -189,21 +188,14 @@ class DCGANDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         require_int("num_classes", num_classes, 0)
-        require_int("class_head", class_head, 0)
         require_int("base_channels", base_channels, 1)
         _check_choice("norm", norm, get_args(NormKind))
-        _check_choice("label_input", label_input, get_args(LabelInput))
         self.img_shape = check_img_shape(img_shape)
-        self.num_classes = num_classes
         c, h, w = self.img_shape
         n = _num_stages(self.img_shape)
-
-        # None unless used, so an unconditional D keeps its parameter names and init RNG stream.
-        concat = num_classes > 0 and label_input == "concat"
-        self.label_maps = LabelMaps(num_classes) if concat else None
+        label_channels = self.init_label_input(num_classes, label_input)
         bias = norm in ("none", "layer")  # see DCGANGenerator
-        c_in = c + num_classes if concat else c
-        stages = [nn.Sequential(nn.Conv2d(c_in, base_channels, 4, 2, 1), nn.LeakyReLU(0.2))]
+        stages = [nn.Sequential(nn.Conv2d(c + label_channels, base_channels, 4, 2, 1), nn.LeakyReLU(0.2))]
         for i in range(1, n):
             c_in = base_channels * 2 ** (i - 1)
             stages.append(
@@ -214,23 +206,5 @@ class DCGANDiscriminator(nn.Module):
                 )
             )
         self.stages = nn.Sequential(*stages)
-        self.num_features = base_channels * 2 ** (n - 1) * (h // 2**n) * (w // 2**n)
-        self.head = nn.Linear(self.num_features, 1)
-        projection = num_classes > 0 and label_input == "projection"
-        self.projection = ProjectionHead(self.num_features, num_classes) if projection else None
-        self.classifier = nn.Linear(self.num_features, class_head) if class_head > 0 else None
+        self.init_heads(base_channels * 2 ** (n - 1) * (h // 2**n) * (w // 2**n), class_head)
         init_dcgan_weights_(self)  # leaves the embeddings of ProjectionHead as it initialised them
-
-    def forward(self, x: Tensor, labels: Tensor | None = None) -> DOut:
-        """Score images x (N, C, H, W) given labels (N,) (int64; needed iff ``num_classes > 0``, else
-        ignored)."""
-        if self.num_classes > 0:
-            labels = require_labels(labels, self.num_classes)
-        if self.label_maps is not None:
-            x = self.label_maps(x, labels)  # (N, C + K, H, W)
-        features = rearrange(self.stages(x), "n c h w -> n (c h w)")  # (N, F)
-        logits = rearrange(self.head(features), "n 1 -> n")  # (N,)
-        if self.projection is not None:
-            logits = logits + self.projection(features, labels)
-        class_logits = self.classifier(features) if self.classifier is not None else None  # (N, K)
-        return DOut(logits=logits, class_logits=class_logits, features=features)

@@ -40,8 +40,9 @@ def check_img_shape(img_shape: tuple[int, int, int]) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def make_norm(kind: NormKind, channels: int) -> nn.Module:
-    """A normalisation layer for conv feature maps of shape (N, channels, H, W).
+def make_norm(kind: NormKind, channels: int, dims: int = 2) -> nn.Module:
+    """A normalisation layer for conv feature maps of shape (N, channels, H, W), or (N, channels, L) with
+    ``dims=1``.
 
     ``"layer"`` is ``GroupNorm(1, channels)``: it normalises each sample over (C, H, W), like a
     LayerNorm that does not need the spatial size. ``"none"`` is ``nn.Identity``.
@@ -54,9 +55,9 @@ def make_norm(kind: NormKind, channels: int) -> nn.Module:
         1
     """
     if kind == "batch":
-        return nn.BatchNorm2d(channels)
+        return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(channels)
     if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
+        return (nn.InstanceNorm1d if dims == 1 else nn.InstanceNorm2d)(channels, affine=True)
     if kind == "layer":
         return nn.GroupNorm(1, channels)
     if kind == "none":

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 class BasicBlock(nn.Module):
     """conv3x3-BN-ReLU-conv3x3-BN plus the input (a 1x1 conv when stride or width change), then ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int | tuple[int, int] = 1) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
@@ -20,7 +20,7 @@ class BasicBlock(nn.Module):
         )
         self.shortcut = (
             nn.Identity()
-            if stride == 1 and in_channels == out_channels
+            if stride in (1, (1, 1)) and in_channels == out_channels
             else nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
                 nn.BatchNorm2d(out_channels),
@@ -40,6 +40,8 @@ class ResNetFeatures(nn.Module):
         channels: Width c of the first stage.
         feature_dim: Size F of the output features.
         blocks: BasicBlocks per stage.
+        pool: Stride (H, W) of the stages that halve the size: (2, 2) for images; (1, 2) keeps the sensor
+            rows of a signal window.
 
     Example:
         >>> ResNetFeatures(1, channels=8, feature_dim=16)(torch.zeros(2, 1, 28, 28)).shape
@@ -47,7 +49,13 @@ class ResNetFeatures(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, *, channels: int = 32, feature_dim: int = 64, blocks: int = 2
+        self,
+        in_channels: int,
+        *,
+        channels: int = 32,
+        feature_dim: int = 64,
+        blocks: int = 2,
+        pool: tuple[int, int] = (2, 2),
     ) -> None:
         super().__init__()
         self.feature_dim = feature_dim
@@ -60,7 +68,7 @@ class ResNetFeatures(nn.Module):
         for stage in range(3):
             out = channels * 2**stage
             for i in range(blocks):
-                layers.append(BasicBlock(width, out, stride=2 if stage > 0 and i == 0 else 1))
+                layers.append(BasicBlock(width, out, stride=pool if stage > 0 and i == 0 else 1))
                 width = out
         layers += [
             nn.AdaptiveAvgPool2d(1),

@@ -1,0 +1,310 @@
+"""Generator and discriminator for multichannel signals, such as sensor windows of S channels x T time steps.
+
+A window is held as a 1-channel image (1, S, T), as the data modules give it (see
+:class:`~lightning_gan.data.HARDataModule`). Two ways to convolve it:
+
+- ``conv="2d"``: as an image, with small kernels that span a few time steps and one or two neighbouring
+  sensor channels. The source notes' generator used kernels of 5x2 in its hidden layers and 5x1 at the
+  output (``kernel=(5, 2)``, ``out_kernel=(5, 1)``), and gained 0.3 points of classifier accuracy from
+  larger ones ("a large kernel sees more of the window").
+- ``conv="1d"``: as a sequence of S-dimensional vectors, each Conv1d spanning every sensor channel.
+
+Upsampling and striding act on time only; the S sensor rows keep their size through every layer.
+Kernels are written ``(time, sensor)``; a 1-D net uses the time size only.
+"""
+
+from typing import Literal, get_args
+
+from einops import rearrange
+from torch import Tensor, nn
+
+from lightning_gan.nets.conditioning import (
+    ConditionalBatchNorm1d,
+    ConditionalBatchNorm2d,
+    ConditionalDiscriminator,
+    ConditionalSequential,
+    LatentConditioning,
+    require_labels,
+)
+from lightning_gan.nets.layers import NormKind, check_img_shape, init_dcgan_weights_, make_norm
+from lightning_gan.validation import require, require_int
+
+Conv = Literal["2d", "1d"]
+Upsample = Literal["linear", "nearest"]
+Conditioning = Literal["concat", "multiply", "cbn"]
+LabelInput = Literal["concat", "projection"]
+
+MAX_STAGES = 4
+MIN_START = 4  # time steps of the first (generator) or last (discriminator) map
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    require(value in allowed, name, value, f"choose one of {', '.join(allowed)}")
+
+
+def _check_kernel(name: str, kernel: tuple[int, int]) -> tuple[int, int]:
+    kernel = tuple(kernel)
+    require(
+        len(kernel) == 2 and all(isinstance(k, int) and k >= 1 for k in kernel),
+        name,
+        kernel,
+        "must be two positive integers (time, sensor)",
+    )
+    return kernel  # type: ignore[return-value]
+
+
+def _check_signal_shape(img_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    shape = check_img_shape(img_shape)
+    require(shape[0] == 1, "img_shape", img_shape, "a signal is a 1-channel image (1, sensors, time)")
+    return shape
+
+
+def signal_stages(length: int, num_stages: int | None = None) -> int:
+    """How many x2 time stages a net of signals of ``length`` steps has: ``num_stages``, or by default the
+    largest n <= 4 with ``length`` divisible by 2^n and at least 4 steps left (128 -> 4, from 8 steps).
+
+    Raises:
+        ValueError: If ``length`` does not allow ``num_stages`` (or a single stage) this way.
+
+    Example:
+        >>> signal_stages(128), signal_stages(100), signal_stages(128, 2)
+        (4, 2, 2)
+    """
+
+    def fits(n: int) -> bool:
+        return length % 2**n == 0 and length // 2**n >= MIN_START
+
+    if num_stages is not None:
+        require_int("num_stages", num_stages, 1)
+        require(
+            fits(num_stages),
+            "num_stages",
+            num_stages,
+            f"the time length {length} must be divisible by 2^num_stages and leave >= {MIN_START} steps",
+        )
+        return num_stages
+    n = 0
+    while n < MAX_STAGES and fits(n + 1):
+        n += 1
+    require(n > 0, "img_shape", length, f"the time length must be even and at least {2 * MIN_START}")
+    return n
+
+
+def _pad(kernel: int) -> tuple[int, int]:
+    """Zero padding (before, after) that keeps the size for a stride-1 kernel, and halves an even size for a
+    stride-2 one; asymmetric for even kernels, as ``padding="same"`` is."""
+    before = (kernel - 1) // 2
+    return before, kernel - 1 - before
+
+
+class _Signal:
+    """The two layouts: a (C, S, T) map convolved as an image, or a (C, T) sequence."""
+
+    def __init__(self, conv: Conv, kernel: tuple[int, int]) -> None:
+        self.conv = conv
+        self.kernel = kernel
+
+    def conv_layer(
+        self, c_in: int, c_out: int, kernel: tuple[int, int], stride: int, bias: bool
+    ) -> nn.Module:
+        """A conv whose output keeps the sensor size and has time / stride steps."""
+        k_time, k_sensor = kernel
+        if self.conv == "1d":
+            pad = nn.ConstantPad1d(_pad(k_time), 0.0)
+            return nn.Sequential(pad, nn.Conv1d(c_in, c_out, k_time, stride, bias=bias))
+        pad = nn.ZeroPad2d((*_pad(k_time), *_pad(k_sensor)))  # (left, right, top, bottom)
+        return nn.Sequential(pad, nn.Conv2d(c_in, c_out, (k_sensor, k_time), (1, stride), bias=bias))
+
+    def upsample(self, mode: Upsample) -> nn.Upsample:
+        """Doubles the time axis only."""
+        if self.conv == "1d":
+            return nn.Upsample(scale_factor=2, mode=mode)
+        return nn.Upsample(scale_factor=(1, 2), mode="bilinear" if mode == "linear" else mode)
+
+    @property
+    def dims(self) -> int:
+        return 1 if self.conv == "1d" else 2
+
+
+class SignalGenerator(nn.Module):
+    """Generator of (1, S, T) signal windows: z -> Linear to a short map, then x2 time stages -> Tanh.
+
+    Each stage upsamples time by 2 (``upsample``, then a conv, as the notes preferred to transposed
+    convolutions: "the waveforms are smooth earlier"), norm and ReLU; channels halve from
+    ``base_channels * 2^n`` to ``base_channels``, and an output conv with ``out_kernel`` maps to the signal.
+
+    Args:
+        latent_dim: Size of z.
+        img_shape: Output shape (1, S, T): S sensor channels, T time steps.
+        num_classes: Number of classes K; 0 for an unconditional generator.
+        conv: ``"2d"``: the window as an image, maps (C, S, t); ``"1d"``: maps (C, t) and an output conv
+            to the S channels.
+        base_channels: Channels of the last stage.
+        kernel: (time, sensor) kernel of the stages.
+        out_kernel: (time, sensor) kernel of the output conv.
+        num_stages: x2 stages; by default as many as :func:`signal_stages` allows (4 for T = 128).
+        upsample: ``"linear"`` (bilinear for 2-D maps) or ``"nearest"``.
+        norm: Norm after every stage.
+        conditioning: How labels enter when ``num_classes > 0``: ``"concat"``/``"multiply"`` into z, or
+            ``"cbn"``: class-conditional BatchNorm (needs ``norm="batch"``).
+        embed_dim: Label embedding size for ``conditioning="concat"``.
+
+    Example:
+        >>> import torch
+        >>> g = SignalGenerator(32, (1, 6, 128), 6, base_channels=4)
+        >>> g(torch.randn(5, 32), torch.arange(5)).shape
+        torch.Size([5, 1, 6, 128])
+        >>> g = SignalGenerator(32, (1, 6, 128), 6, conv="1d", base_channels=4, conditioning="cbn")
+        >>> g(torch.randn(5, 32), torch.arange(5)).shape
+        torch.Size([5, 1, 6, 128])
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        img_shape: tuple[int, int, int],
+        num_classes: int = 0,
+        *,
+        conv: Conv = "2d",
+        base_channels: int = 32,
+        kernel: tuple[int, int] = (5, 2),
+        out_kernel: tuple[int, int] = (5, 1),
+        num_stages: int | None = None,
+        upsample: Upsample = "linear",
+        norm: NormKind = "batch",
+        conditioning: Conditioning = "concat",
+        embed_dim: int = 10,
+    ) -> None:
+        super().__init__()
+        require_int("latent_dim", latent_dim, 1)
+        require_int("num_classes", num_classes, 0)
+        require_int("base_channels", base_channels, 1)
+        _check_choice("conv", conv, get_args(Conv))
+        _check_choice("upsample", upsample, get_args(Upsample))
+        _check_choice("norm", norm, get_args(NormKind))
+        _check_choice("conditioning", conditioning, get_args(Conditioning))
+        kernel, out_kernel = _check_kernel("kernel", kernel), _check_kernel("out_kernel", out_kernel)
+        cbn = num_classes > 0 and conditioning == "cbn"
+        if cbn:
+            require(norm == "batch", "norm", norm, "conditioning='cbn' needs norm='batch'")
+        self.latent_dim = latent_dim
+        self.num_classes = num_classes
+        self.img_shape = _check_signal_shape(img_shape)
+        _, sensors, length = self.img_shape
+        n = signal_stages(length, num_stages)
+        layout = _Signal(conv, kernel)
+        self.conv = conv
+        channels = base_channels * 2**n
+        self.start_shape = (channels, length // 2**n) if conv == "1d" else (channels, sensors, length // 2**n)
+
+        cbn_class = ConditionalBatchNorm1d if conv == "1d" else ConditionalBatchNorm2d
+
+        def norm_layer(c: int) -> nn.Module:
+            return cbn_class(c, num_classes) if cbn else make_norm(norm, c, layout.dims)
+
+        latent_cond = num_classes > 0 and not cbn
+        self.condition = (
+            LatentConditioning(latent_dim, num_classes, conditioning, embed_dim) if latent_cond else None
+        )
+        in_dim = self.condition.out_dim if self.condition is not None else latent_dim
+        bias = norm in ("none", "layer")  # a bias before batch/instance norm is cancelled by it
+        size = 1
+        for s in self.start_shape:
+            size *= s
+        self.project = nn.Linear(in_dim, size)
+        self.project_norm = ConditionalSequential(norm_layer(channels), nn.ReLU())
+        stages = []
+        for i in range(n):
+            c_in = channels // 2**i
+            conv_layer = layout.conv_layer(c_in, c_in // 2, kernel, 1, bias)
+            stages.append(
+                ConditionalSequential(layout.upsample(upsample), conv_layer, norm_layer(c_in // 2), nn.ReLU())
+            )
+        self.stages = ConditionalSequential(*stages)
+        out_channels = sensors if conv == "1d" else 1
+        self.output = nn.Sequential(
+            layout.conv_layer(base_channels, out_channels, out_kernel, 1, True), nn.Tanh()
+        )
+        init_dcgan_weights_(self)
+
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Map z (N, latent_dim) and labels (N,) (int64; needed iff ``num_classes > 0``, else ignored) to
+        windows (N, 1, S, T) in [-1, 1]."""
+        if self.num_classes > 0:
+            labels = require_labels(labels, self.num_classes)
+        if self.condition is not None:
+            z = self.condition(z, labels)
+        x = self.project(z).view(len(z), *self.start_shape)  # (N, C, t) or (N, C, S, t)
+        x = self.output(self.stages(self.project_norm(x, labels), labels))
+        return rearrange(x, "n s t -> n 1 s t") if self.conv == "1d" else x  # (N, 1, S, T)
+
+
+class SignalDiscriminator(ConditionalDiscriminator):
+    """Discriminator of (1, S, T) signal windows: strided convs along time -> flatten -> Linear score.
+
+    Each stage is a conv with stride 2 in time (sensor rows keep their size), norm (except after the first,
+    as in DCGAN) and LeakyReLU(0.2); channels double from ``base_channels``.
+
+    Args:
+        img_shape: Input shape (1, S, T).
+        num_classes: Number of classes K whose label D takes as input (CGAN); 0 for none.
+        class_head: Size of an extra class-logit head (ACGAN, semi-supervised GAN); 0 for none.
+        conv: ``"2d"`` (the window as an image) or ``"1d"`` (Conv1d over the S channels).
+        base_channels: Channels of the first conv.
+        kernel: (time, sensor) kernel of every stage.
+        num_stages: Stride-2 stages; by default as many as :func:`signal_stages` allows.
+        norm: Norm after every conv but the first; not ``"batch"`` with a gradient penalty.
+        label_input: ``"concat"`` (one-hot maps appended to the input) or ``"projection"``.
+
+    Example:
+        >>> import torch
+        >>> d = SignalDiscriminator((1, 6, 128), 6, class_head=6, base_channels=4)
+        >>> out = d(torch.randn(5, 1, 6, 128), torch.arange(5))
+        >>> out.logits.shape, out.class_logits.shape, out.features.shape
+        (torch.Size([5]), torch.Size([5, 6]), torch.Size([5, 1536]))
+    """
+
+    def __init__(
+        self,
+        img_shape: tuple[int, int, int],
+        num_classes: int = 0,
+        *,
+        class_head: int = 0,
+        conv: Conv = "2d",
+        base_channels: int = 32,
+        kernel: tuple[int, int] = (5, 2),
+        num_stages: int | None = None,
+        norm: NormKind = "batch",
+        label_input: LabelInput = "concat",
+    ) -> None:
+        super().__init__()
+        require_int("num_classes", num_classes, 0)
+        require_int("base_channels", base_channels, 1)
+        _check_choice("conv", conv, get_args(Conv))
+        _check_choice("norm", norm, get_args(NormKind))
+        kernel = _check_kernel("kernel", kernel)
+        self.img_shape = _check_signal_shape(img_shape)
+        _, sensors, length = self.img_shape
+        n = signal_stages(length, num_stages)
+        layout = _Signal(conv, kernel)
+        self.conv = conv
+        label_channels = self.init_label_input(num_classes, label_input)
+        bias = norm in ("none", "layer")
+        c_first = (sensors if conv == "1d" else 1) + label_channels
+        stages = [
+            nn.Sequential(layout.conv_layer(c_first, base_channels, kernel, 2, True), nn.LeakyReLU(0.2))
+        ]
+        for i in range(1, n):
+            c_in = base_channels * 2 ** (i - 1)
+            conv_layer = layout.conv_layer(c_in, 2 * c_in, kernel, 2, bias)
+            stages.append(
+                nn.Sequential(conv_layer, make_norm(norm, 2 * c_in, layout.dims), nn.LeakyReLU(0.2))
+            )
+        self.stages = nn.Sequential(*stages)
+        rows = 1 if conv == "1d" else sensors
+        self.init_heads(base_channels * 2 ** (n - 1) * rows * (length // 2**n), class_head)
+        init_dcgan_weights_(self)
+
+    def to_input(self, x: Tensor) -> Tensor:
+        """(N, 1, S, T) windows; a 1-D net reads them as (N, S, T)."""
+        return rearrange(x, "n 1 s t -> n s t") if self.conv == "1d" else x
