@@ -12,7 +12,7 @@ import torch
 from jsonargparse import ArgumentParser
 from tqdm import tqdm
 
-from lightning_gan.images import make_grid, save_png
+from lightning_gan.images import sample_picture, save_png
 from lightning_gan.models import GAN
 from lightning_gan.validation import require, require_int
 
@@ -45,7 +45,8 @@ def generate(
     """Samples a trained generator.
 
     Writes ``output`` (.npz) with ``images`` float32 (N, C, H, W) in [-1, 1] (plus ``labels`` int64 (N,) for
-    conditional models) and a grid of the first 64 samples beside it (same name, .png).
+    conditional models) and a grid of the first 64 samples beside it (same name, .png); signal windows are
+    drawn as line plots of their channels (:func:`lightning_gan.images.sample_picture`).
 
     Args:
         ckpt_path: Checkpoint written by ``lightning-gan fit``.
@@ -84,9 +85,10 @@ def generate(
     if per_class is not None:  # one row per class, up to 16 of each
         shown = min(per_class, 16)
         rows = images.view(model.num_classes, per_class, *images.shape[1:])[:, :shown]
-        save_png(make_grid(rows.flatten(0, 1), nrow=shown), out.with_suffix(".png"))
+        names = [f"class {k}" for k in range(model.num_classes)]
+        save_png(sample_picture(rows.flatten(0, 1), nrow=shown, row_names=names), out.with_suffix(".png"))
     else:
-        save_png(make_grid(images[:64]), out.with_suffix(".png"))
+        save_png(sample_picture(images[:64]), out.with_suffix(".png"))
     print(f"wrote {num_samples} samples to {out} and a grid to {out.with_suffix('.png')}")
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +43,111 @@ def save_png(grid: np.ndarray, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).save(path)
     return path
+
+
+SIGNAL_MAX_ROWS = 7  # a 1-channel "image" with fewer rows than this (and a longer time axis) is a signal
+
+
+def is_signal_shape(shape: tuple[int, ...]) -> bool:
+    """Whether (C, H, W) holds a signal window (1, S sensor rows, T time steps) rather than a picture: one
+    channel, at most ``SIGNAL_MAX_ROWS`` rows and at least 8 time steps, as the classifier's rule for
+    downsampling time only (:func:`lightning_gan.models.classifier.pool_size`).
+
+    Example:
+        >>> is_signal_shape((1, 6, 128)), is_signal_shape((1, 28, 28)), is_signal_shape((3, 6, 128))
+        (True, False, False)
+    """
+    c, h, w = shape
+    return c == 1 and h <= SIGNAL_MAX_ROWS and w >= 8
+
+
+def signal_grid(
+    signals: Tensor,
+    nrow: int | None = None,
+    *,
+    row_names: list[str] | None = None,
+    channel_names: list[str] | None = None,
+    title: str | None = None,
+) -> np.ndarray:
+    """Line plots of signal windows, one small panel per window with every channel as a line, tiled.
+
+    Args:
+        signals: (N, S, T) or (N, 1, S, T) windows, in any units (the y axis is shared by all panels).
+        nrow: Panels per row; default the ceiling of sqrt(N). With one class per row, ``per_class``.
+        row_names: Label of each row of panels (e.g. class names), written at its left.
+        channel_names: Legend entries for the S channels; default ``ch0 ... ch{S-1}``.
+        title: Title above the grid.
+
+    Returns:
+        The rendered picture, (height, width, 3) uint8, for :func:`save_png` or a logger.
+
+    Example:
+        >>> signal_grid(torch.randn(12, 1, 6, 128), nrow=4, row_names=["a", "b", "c"]).shape[-1]
+        3
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a cluster node
+    import matplotlib.pyplot as plt
+
+    values = signals.detach().float().cpu()
+    if values.ndim == 4:
+        values = rearrange(values, "n 1 s t -> n s t")
+    if values.ndim != 3:
+        raise ValueError(f"signal_grid expects (N, S, T) or (N, 1, S, T), got {tuple(signals.shape)}")
+    n, s, t = values.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    names = channel_names or [f"ch{i}" for i in range(s)]
+    width, height = 1.6 * nrow + 1.4, 1.1 * rows + 0.8  # inches: 1.4 for row names, 0.8 for the title
+    fig, axes = plt.subplots(rows, nrow, figsize=(width, height), sharex=True, sharey=True, squeeze=False)
+    low, high = float(values.min()), float(values.max())
+    margin = 0.05 * (high - low or 1.0)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i < n:
+            for channel in range(s):
+                ax.plot(values[i, channel].numpy(), linewidth=0.6, label=names[channel])
+        else:
+            ax.axis("off")
+    axes.flat[0].set_ylim(low - margin, high + margin)
+    for row, name in enumerate(row_names or []):
+        if row < rows:
+            axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    fig.legend(
+        *axes.flat[0].get_legend_handles_labels(), loc="upper right", ncol=s, fontsize=7, frameon=False
+    )
+    fig.suptitle(title or f"{n} windows, {s} channels x {t} steps", x=0.02, ha="left", fontsize=9)
+    fig.subplots_adjust(
+        left=1.3 / width, right=0.99, bottom=0.02, top=1 - 0.55 / height, hspace=0.08, wspace=0.04
+    )
+    fig.canvas.draw()
+    picture = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return picture
+
+
+def sample_picture(
+    samples: Tensor,
+    nrow: int | None = None,
+    *,
+    row_names: list[str] | None = None,
+    channel_names: list[str] | None = None,
+    to_signal: Callable[[Tensor], Tensor] | None = None,
+) -> np.ndarray:
+    """The picture of generated samples: an image grid (:func:`make_grid`), or line plots
+    (:func:`signal_grid`) when the samples are signal windows (:func:`is_signal_shape`).
+
+    Args:
+        samples: (N, C, H, W) in [-1, 1].
+        nrow: Samples per row.
+        row_names: Signals only: names of the rows (class names when there is one class per row).
+        channel_names: Signals only: names of the sensor channels.
+        to_signal: Signals only: maps (N, 1, S, T) in [-1, 1] to physical units for the y axis (e.g.
+            :meth:`lightning_gan.data.HARDataModule.to_signal`); default the values as they are.
+    """
+    if not is_signal_shape(tuple(samples.shape[1:])):
+        return make_grid(samples, nrow=nrow)
+    values = to_signal(samples) if to_signal is not None else samples
+    return signal_grid(values, nrow, row_names=row_names, channel_names=channel_names)

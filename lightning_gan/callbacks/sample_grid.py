@@ -10,7 +10,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from lightning_gan.images import make_grid, save_png
+from lightning_gan.images import sample_picture, save_png
 from lightning_gan.validation import require_int
 
 
@@ -18,7 +18,10 @@ class SampleGrid(Callback):
     """Draws the same latent vectors every ``every_n_steps`` generator steps and at the end of training.
 
     Files land in ``<run folder>/samples/step_000500.png`` (the step is the generator step). Conditional
-    models get one row of ``per_class`` samples per class. The fixed vectors are saved in checkpoints, so a
+    models get one row of ``per_class`` samples per class. Signal windows (1, S, T) are drawn as line plots
+    of their channels (:func:`lightning_gan.images.signal_grid`), named and in physical units when the data
+    module has ``class_names``, ``channel_names`` and ``to_signal`` (as
+    :class:`~lightning_gan.data.HARDataModule` does). The fixed vectors are saved in checkpoints, so a
     resumed run keeps drawing the same ones.
 
     Args:
@@ -76,7 +79,14 @@ class SampleGrid(Callback):
         labels = self._labels(pl_module)
         z = self.fixed_z.to(pl_module.device)
         images = pl_module.sample(len(z), None if labels is None else labels.to(pl_module.device), z=z)
-        grid = make_grid(images, nrow=self.per_class if labels is not None else None)
+        data = trainer.datamodule
+        grid = sample_picture(
+            images,
+            nrow=self.per_class if labels is not None else None,
+            row_names=getattr(data, "class_names", None) if labels is not None else None,
+            channel_names=getattr(data, "channel_names", None),
+            to_signal=getattr(data, "to_signal", None),
+        )
         run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         path = save_png(grid, run_dir / "samples" / f"step_{step:06d}.png")
         for logger in trainer.loggers:

@@ -251,6 +251,8 @@ class HARDataModule(GANDataModule):
         val_fraction: Share of each class of the training subjects' windows held out for validation.
         num_labelled: Keep only this many training labels (the same number per class) for semi-supervised
             training; None keeps all.
+        train_per_class: Keep only this many training windows per class (a small labelled set, as in the
+            notes' experiment); validation and test stay the same. None keeps all.
 
     Example:
         >>> dm = HARDataModule(batch_size=64)  # doctest: +SKIP
@@ -265,6 +267,7 @@ class HARDataModule(GANDataModule):
         seed: int = 0,
         val_fraction: float = 0.1,
         num_labelled: int | None = None,
+        train_per_class: int | None = None,
     ) -> None:
         windows, labels, subjects = har_windows()
         mean, std = channel_stats(windows, subjects)
@@ -284,8 +287,10 @@ class HARDataModule(GANDataModule):
             test_fraction=0.0,
             image_size=None,
             num_labelled=num_labelled,
+            train_per_class=train_per_class,
         )
         self.test_dataset = TensorDataset(images[test], labels_t[test])
+        self.channel_names: list[str] = list(CHANNELS)  # the rows of every window, for plots
         del self._train_subjects
 
     def load_data(self) -> tuple[Tensor, Tensor, list[str]]:

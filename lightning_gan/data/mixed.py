@@ -111,6 +111,13 @@ class MixedDataModule(LightningDataModule):
         no_ema: Sample with G's trained weights even when the checkpoint holds an EMA of them.
         cache_dir: Where drawn samples are cached (default: ``$LIGHTNING_GAN_CACHE`` or
             ``~/.cache/lightning_gan``).
+        filter_ckpt: A classifier checkpoint (``lightning-gan fit --config configs/classifier_*.yaml`` on the
+            same real training data): keep only the generated samples it assigns to the class they were
+            drawn for, with probability >= ``min_confidence``; rejected ones are drawn again from new
+            latent vectors. None keeps every sample.
+        min_confidence: With ``filter_ckpt``: the least probability of the asked class, in [0, 1).
+        max_draws: With ``filter_ckpt``: give up (with an error naming the class) after drawing this many
+            times the requested number of samples.
     """
 
     def __init__(
@@ -126,6 +133,9 @@ class MixedDataModule(LightningDataModule):
         seed: int = 0,
         no_ema: bool = False,
         cache_dir: str | None = None,
+        filter_ckpt: str | None = None,
+        min_confidence: float = 0.0,
+        max_draws: int = 20,
     ) -> None:
         super().__init__()
         require(class_mode in ("fixed", "random"), "data.class_mode", class_mode, "choose fixed or random")
@@ -136,6 +146,19 @@ class MixedDataModule(LightningDataModule):
         require(
             Path(generator_ckpt).is_file(), "data.generator_ckpt", generator_ckpt, "no such checkpoint file"
         )
+        if filter_ckpt is not None:
+            require(Path(filter_ckpt).is_file(), "data.filter_ckpt", filter_ckpt, "no such checkpoint file")
+        require(
+            isinstance(min_confidence, int | float) and 0 <= min_confidence < 1,
+            "data.min_confidence",
+            min_confidence,
+            "must be in [0, 1)",
+        )
+        require_int("data.max_draws", max_draws, 1)
+        self.filter_ckpt = Path(filter_ckpt) if filter_ckpt is not None else None
+        self.min_confidence = float(min_confidence)
+        self.max_draws = max_draws
+        self.acceptance: float | None = None  # share of drawn samples the filter kept, once drawn
         self.real = real
         self.generator_ckpt = Path(generator_ckpt)
         self.class_mode = class_mode
@@ -161,6 +184,7 @@ class MixedDataModule(LightningDataModule):
         self.num_generated = round(self.ratio * len(real_labels))
         self.real_proportions = torch.bincount(real_labels, minlength=self.num_classes).double()
         self._model = None  # loaded on first use
+        self._filter: torch.nn.Module | None = None
 
     # ------------------------------------------------------------------ generated samples
     def generated_labels(self, epoch: int = 0) -> Tensor:
@@ -179,6 +203,9 @@ class MixedDataModule(LightningDataModule):
         settings = (
             f"{self.class_mode}-{self.num_generated}-{self.seed + epoch}-{'g' if self.no_ema else 'ema'}"
         )
+        if self.filter_ckpt is not None:
+            judge = hashlib.sha256(self.filter_ckpt.read_bytes()).hexdigest()[:16]
+            settings += f"-filter{judge}-{self.min_confidence:g}-{self.max_draws}"
         root = Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
         return root / "generated" / f"{digest}-{settings}.pt"
 
@@ -205,20 +232,71 @@ class MixedDataModule(LightningDataModule):
                 f"its {self._model.num_classes} classes differ from the real data's {self.num_classes}",
             )
         labels = self.generated_labels(epoch)
-        rng = seeded_generator(self.seed + epoch)
-        z = torch.randn(len(labels), self._model.latent_dim, generator=rng)
-        images = torch.cat(
-            [
-                self._model.sample(len(zb), lb, z=zb, ema=not self.no_ema)
-                for zb, lb in zip(z.split(500), labels.split(500), strict=True)
-            ]
-        ) if len(labels) else torch.empty(0, *self.img_shape)  # fmt: skip
+        images = self._draw(labels, seeded_generator(self.seed + epoch))
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save((images, labels), path)
         rank_zero_info(
             f"[MixedDataModule] drew {len(labels)} samples of {self.generator_ckpt}, cached at {path}"
         )
         return TensorDataset(images, labels)
+
+    def _sample(self, labels: Tensor, rng: torch.Generator) -> Tensor:
+        """Samples (N, C, H, W) of ``labels`` from new latent vectors of ``rng``, 500 at a time."""
+        z = torch.randn(len(labels), self._model.latent_dim, generator=rng)
+        chunks = [
+            self._model.sample(len(zb), lb, z=zb, ema=not self.no_ema)
+            for zb, lb in zip(z.split(500), labels.split(500), strict=True)
+        ]
+        return torch.cat(chunks) if chunks else torch.empty(0, *self.img_shape)
+
+    @torch.no_grad()
+    def _accepted(self, images: Tensor, labels: Tensor) -> Tensor:
+        """Which samples (N,) bool the filter classifier assigns to their label with enough confidence."""
+        if self.filter_ckpt is None:
+            return torch.ones(len(labels), dtype=torch.bool)
+        if self._filter is None:
+            from lightning_gan.metrics.judge import load_judge
+
+            self._filter = load_judge(self.filter_ckpt).eval()
+        probs = torch.cat([self._filter(x).softmax(dim=1) for x in images.split(500)])  # (N, K)
+        require(
+            probs.shape[1] == self.num_classes,
+            "data.filter_ckpt",
+            str(self.filter_ckpt),
+            f"its {probs.shape[1]} classes differ from the real data's {self.num_classes}",
+        )
+        asked = probs.gather(1, labels[:, None]).squeeze(1)
+        return (probs.argmax(dim=1) == labels) & (asked >= self.min_confidence)
+
+    def _draw(self, labels: Tensor, rng: torch.Generator) -> Tensor:
+        """One sample per label; with a filter, rejected positions are drawn again (new z) until all pass."""
+        images = torch.empty(len(labels), *self.img_shape)
+        pending = torch.arange(len(labels))  # positions still to fill
+        drawn = 0
+        while len(pending):
+            if drawn >= self.max_draws * len(labels):
+                short = torch.bincount(labels[pending], minlength=self.num_classes)
+                worst = int(short.argmax())
+                fix = (
+                    "lower data.min_confidence or train the generator longer"
+                    if self.min_confidence > 0
+                    else "train the generator longer, or check that the filter classifier knows these classes"
+                )
+                raise ValueError(
+                    f"data.filter_ckpt={str(self.filter_ckpt)!r} rejects too many samples: after drawing "
+                    f"{drawn} for {len(labels)} places (data.max_draws={self.max_draws}, "
+                    f"data.min_confidence={self.min_confidence}), {len(pending)} still fail, "
+                    f"{int(short[worst])} of them of class {self.class_names[worst]!r}: {fix}"
+                )
+            batch = self._sample(labels[pending], rng)
+            drawn += len(pending)
+            ok = self._accepted(batch, labels[pending])
+            images[pending[ok]] = batch[ok]
+            pending = pending[~ok]
+        self.acceptance = len(labels) / drawn if drawn else 1.0
+        if self.filter_ckpt is not None:
+            rank_zero_info(f"[MixedDataModule] the filter kept {100 * self.acceptance:.1f}% of drawn samples")
+        return images
 
     # ------------------------------------------------------------------ loaders
     def setup(self, stage: str) -> None:
