@@ -1,6 +1,7 @@
 """Generator and discriminator networks: plain nn.Modules, shapes in, tensors out."""
 
 from lightning_gan.nets.conditioning import (
+    ConditionalBatchNorm,
     ConditionalBatchNorm1d,
     ConditionalBatchNorm2d,
     ConditionalDiscriminator,
@@ -15,6 +16,7 @@ from lightning_gan.nets.mlp import MLPDiscriminator, MLPGenerator
 from lightning_gan.nets.signal import SignalDiscriminator, SignalGenerator
 
 __all__ = [
+    "ConditionalBatchNorm",
     "ConditionalBatchNorm1d",
     "ConditionalBatchNorm2d",
     "ConditionalDiscriminator",
