@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,99 @@ def test_the_classifier_trains_on_real_plus_generated_through_the_cli(cgan_ckpt,
     assert cli.model.img_shape == dm.img_shape == (1, 28, 28) and cli.model.num_classes == 10
     assert cli.trainer.num_training_batches == len(dm.train_dataloader())
     assert "val/acc" in cli.trainer.callback_metrics
+
+
+# ------------------------------------------------------------------------------------------ the filter
+
+
+class BrightnessJudge(torch.nn.Module):
+    """A stand-in filter classifier: class 0 for images brighter than ``threshold`` on average, else 1, more
+    confidently the further from it (``scale`` per unit of mean brightness)."""
+
+    def __init__(self, threshold: float, scale: float = 20.0) -> None:
+        super().__init__()
+        self.threshold, self.scale = threshold, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.full((len(x), 10), -50.0)
+        logits[:, 0] = self.scale * (x.mean(dim=(1, 2, 3)) - self.threshold)
+        logits[:, 1] = 0.0
+        return logits
+
+
+def two_classes() -> DigitsDataModule:
+    """The same module with only the training digits 0 and 1."""
+    two = DigitsDataModule(batch_size=32, seed=0, val_fraction=0.1, test_fraction=0.8)
+    images, labels = two.train_dataset.tensors
+    keep = labels <= 1
+    two.train_dataset = torch.utils.data.TensorDataset(images[keep], labels[keep])
+    return two
+
+
+@pytest.fixture
+def judge_file(tmp_path, monkeypatch):
+    """A filter checkpoint path whose loading yields the BrightnessJudge set in ``judge_file.judge``."""
+    import lightning_gan.metrics.judge as judge_module
+
+    path = tmp_path / "filter.ckpt"
+    path.write_bytes(b"a classifier checkpoint")
+    holder = type("Holder", (), {"judge": None, "path": path})()
+    monkeypatch.setattr(judge_module, "load_judge", lambda p: holder.judge)
+    return holder
+
+
+def test_the_filter_keeps_only_samples_the_classifier_assigns_to_their_class(cgan_ckpt, tmp_path, judge_file):
+    two = two_classes()
+    plain_images, plain_labels = mixed(two, cgan_ckpt, tmp_path / "plain").generated_dataset().tensors
+    means = plain_images.mean(dim=(1, 2, 3))
+    judge_file.judge = BrightnessJudge(float(means.median()), scale=3 / float(means.std()))
+    plain_agree = judge_file.judge(plain_images).argmax(dim=1) == plain_labels
+    assert 0.2 < plain_agree.float().mean() < 0.8  # unfiltered, many samples disagree with the classifier
+
+    dm = mixed(two, cgan_ckpt, tmp_path / "filtered", filter_ckpt=str(judge_file.path))
+    images, labels = dm.generated_dataset().tensors
+    assert torch.equal(judge_file.judge(images).argmax(dim=1), labels)  # every kept sample agrees
+    assert torch.equal(labels, plain_labels)  # the same classes in the same order: only samples were redrawn
+    assert 0.2 < dm.acceptance < 0.8
+    assert torch.equal(images[plain_agree], plain_images[plain_agree])  # first-round keepers stay as drawn
+
+    confident = mixed(
+        two, cgan_ckpt, tmp_path / "conf", filter_ckpt=str(judge_file.path), min_confidence=0.99
+    )
+    images, labels = confident.generated_dataset().tensors
+    probs = judge_file.judge(images).softmax(dim=1).gather(1, labels[:, None])
+    assert (probs >= 0.99).all() and confident.acceptance < dm.acceptance
+
+
+def test_a_filter_that_never_agrees_names_the_class_and_the_fix(cgan_ckpt, tmp_path, judge_file):
+    judge_file.judge = BrightnessJudge(threshold=10.0)  # always class 1: no digit 0 ever passes
+    dm = mixed(two_classes(), cgan_ckpt, tmp_path, filter_ckpt=str(judge_file.path), max_draws=3)
+    with pytest.raises(
+        ValueError, match=r"data\.filter_ckpt=.*max_draws=3.*of class '0'.*train the generator"
+    ):
+        dm.generated_dataset()
+
+
+def test_the_cache_key_includes_the_filter_and_its_confidence(real, cgan_ckpt, tmp_path, judge_file):
+    paths = {
+        mixed(real, cgan_ckpt, tmp_path)._cache_path(0),
+        mixed(real, cgan_ckpt, tmp_path, filter_ckpt=str(judge_file.path))._cache_path(0),
+        mixed(real, cgan_ckpt, tmp_path, filter_ckpt=str(judge_file.path), min_confidence=0.5)._cache_path(0),
+    }
+    assert len(paths) == 3
+    other = tmp_path / "other.ckpt"
+    other.write_bytes(b"another classifier")
+    assert mixed(real, cgan_ckpt, tmp_path, filter_ckpt=str(other))._cache_path(0) not in paths
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"min_confidence": 1.0}, "data.min_confidence=1.0"),
+        ({"filter_ckpt": "nope.ckpt"}, "data.filter_ckpt='nope.ckpt'"),
+        ({"max_draws": 0}, "data.max_draws=0"),
+    ],
+)
+def test_bad_filter_settings_name_the_key(real, cgan_ckpt, tmp_path, kwargs, key):
+    with pytest.raises(ValueError, match=re.escape(f"{key} is not allowed")):
+        mixed(real, cgan_ckpt, tmp_path, **kwargs)
