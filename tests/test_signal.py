@@ -205,12 +205,15 @@ def har_run(tmp_path_factory):
     return fit
 
 
-@pytest.mark.parametrize("conv", ["2d", "1d"])
-def test_har_cgan_config_trains_and_draws_each_class_as_line_plots(har_run, conv):
+@pytest.mark.parametrize(
+    ("config", "conv"), [("har_cgan.yaml", "2d"), ("har_cgan.yaml", "1d"), ("har_acgan.yaml", "2d")]
+)
+def test_har_gan_configs_train_and_draw_each_class_as_line_plots(har_run, config, conv):
     cli = har_run(
         "--trainer.max_steps=2", "--data.batch_size=16",
         f"--model.generator.init_args.conv={conv}", f"--model.discriminator.init_args.conv={conv}",
         "--model.generator.init_args.base_channels=2", "--model.discriminator.init_args.base_channels=2",
+        config=config,
     )  # fmt: skip
     run_dir = Path(cli.trainer.log_dir)
     with Image.open(run_dir / "samples" / "step_000002.png") as picture:
@@ -218,6 +221,11 @@ def test_har_cgan_config_trains_and_draws_each_class_as_line_plots(har_run, conv
         # one row of 8 panels per class (6 classes), as configs/common/trainer_signals.yaml asks
         assert picture.size == (round(100 * (8 * 1.6 + 1.4)), round(100 * (6 * 1.1 + 0.8)))
     assert isinstance(cli.model.generator, SignalGenerator) and cli.model.generator.conv == conv
+    if config == "har_acgan.yaml":
+        assert (
+            cli.model.discriminator.classifier.out_features == 6
+            and "loss/class_real" in cli.trainer.logged_metrics
+        )
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
 
