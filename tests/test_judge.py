@@ -3,6 +3,7 @@ wrapper, the digits judge cache and the classifier_digits config."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -303,3 +304,28 @@ def test_the_resnet_backbone_classifies_and_learns(img_shape):
     assert losses[-1] < 0.5 * losses[0]
     with pytest.raises(ValueError, match=r"model\.backbone='vgg' is not allowed"):
         Classifier(backbone="vgg")
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_cosine_schedule_anneals_the_learning_rate_to_zero_over_the_run(schedule):
+    from lightning.pytorch import Callback
+    from torch.utils.data import DataLoader
+
+    data = DataLoader(TensorDataset(images(40), torch.arange(40) % 10), batch_size=10)  # 4 steps per epoch
+    model = Classifier(channels=4, feature_dim=8, lr=0.01, lr_schedule=schedule)
+    seen = []
+
+    class Record(Callback):
+        def on_train_batch_start(self, trainer, *args):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[Record()])  # fmt: skip
+    trainer.fit(model, data)
+    assert len(seen) == 8 and seen[0] == pytest.approx(0.01)
+    if schedule == "constant":
+        assert seen == [pytest.approx(0.01)] * 8
+    else:
+        assert seen[4] == pytest.approx(0.005) and seen[-1] == pytest.approx(
+            0.01 * (1 + math.cos(math.pi * 7 / 8)) / 2
+        )

@@ -7,7 +7,7 @@ head, so that metrics can read the penultimate features and another backbone can
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -103,6 +103,8 @@ class Classifier(LightningModule):
             (:class:`~lightning_gan.nets.resnet.ResNetFeatures`, the notes' second classifier).
         lr: Adam learning rate.
         weight_decay: Adam weight decay (L2).
+        lr_schedule: ``constant``, or ``cosine``: annealed to 0 over the whole run (every optimizer step, by
+            ``trainer.estimated_stepping_batches``), which steadies the last epoch's accuracy.
 
     Example:
         >>> model = Classifier(img_shape=(1, 28, 28), num_classes=10, feature_dim=16)
@@ -121,6 +123,7 @@ class Classifier(LightningModule):
         backbone: Backbone = "cnn",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -144,6 +147,12 @@ class Classifier(LightningModule):
         )
         require(lr > 0, "model.lr", lr, "must be > 0")
         require(weight_decay >= 0, "model.weight_decay", weight_decay, "must be >= 0")
+        require(
+            lr_schedule in ("constant", "cosine"),
+            "model.lr_schedule",
+            lr_schedule,
+            "choose constant or cosine",
+        )
         self.img_shape: tuple[int, int, int] = shape  # type: ignore[assignment]
         self.num_classes = num_classes
         self.feature_dim = feature_dim
@@ -189,5 +198,12 @@ class Classifier(LightningModule):
         self.log(f"{stage}/loss", loss, batch_size=len(labels))
         self.log(f"{stage}/acc", accuracy, prog_bar=True, batch_size=len(labels))
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
+        optimizer = torch.optim.Adam(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+        if self.hparams.lr_schedule == "constant":
+            return optimizer
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
