@@ -5,15 +5,16 @@ read for the report; choices are made on the validation split; real-only gets th
 generated):
 1. a conditional GAN (``--gan`` config) is trained on ``--per-class`` labelled samples per class, and a CNN
    "filter" classifier on the same samples (it decides which generated samples to keep in the filter rows);
-2. for each seed, a classifier is trained for ``--epochs`` epochs on real only, and on real + generated, one
-   factor at a time around the default (class mode fixed, ratio 1:1, schedule mixed, CNN, no filter): class
-   mode random; ratios 1:1.5 ... 1:4 and 2:1; schedules 1:1, 3:1, 15:5; the ResNet classifier; keeping only
-   generated samples the filter assigns to their class (with any confidence, or >= 0.9);
-3. the last epoch's accuracy on the validation and test splits is reported: mean and spread over seeds, as a
+2. for each seed, a classifier is trained for ``--steps`` optimizer steps (the same budget for every setting,
+   whatever the amount of data; Adam with a cosine-annealed learning rate) on real only, and on real +
+   generated, one factor at a time around the default (class mode fixed, ratio 1:1, schedule mixed, CNN, no
+   filter): class mode random; ratios 1:1.5 ... 1:4 and 2:1; schedules 1:1, 3:1, 15:5; the ResNet
+   classifier; keeping only generated samples the filter assigns to their class (any confidence, or >= 0.9);
+3. the last step's accuracy on the validation and test splits is reported: mean and spread over seeds, as a
    table, ``augment.csv`` and a bar chart ``augment.png`` in ``--out``. The verdict compares, on test, the
    real + generated setting with the best validation accuracy against the best real-only one by validation.
 
-    python benchmarks/augment.py --data digits [--per-class 100] [--seeds 0 1 2] [--gan-steps 3000]
+    python benchmarks/augment.py --data digits [--per-class 100] [--seeds 0 1 2] [--steps 600] [--gan-ckpt C]
     python benchmarks/augment.py --data har [--per-class 200]    # needs pip install 'lightning-gan[har]'
 """
 
@@ -55,21 +56,23 @@ def real_data(kind: str, per_class: int) -> GANDataModule:
     return DigitsDataModule(batch_size=64, seed=0, train_per_class=per_class)
 
 
-def train_classifier(data, backbone: str, seed: int, epochs: int, root: Path) -> tuple[Classifier, Trainer]:
-    """A fresh classifier trained for ``epochs`` epochs (no choice of epoch: the last one is kept)."""
+def train_classifier(data, backbone: str, seed: int, steps: int, root: Path) -> Classifier:
+    """A fresh classifier trained for ``steps`` optimizer steps (no choice of when to stop: the last one)."""
     seed_everything(seed, verbose=False)
-    model = Classifier(img_shape=data.img_shape, num_classes=data.num_classes, backbone=backbone)
+    model = Classifier(
+        img_shape=data.img_shape, num_classes=data.num_classes, backbone=backbone, lr_schedule="cosine"
+    )
     trainer = Trainer(
-        max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+        max_steps=steps, max_epochs=-1, accelerator="cpu", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=root, limit_val_batches=0,
     )  # fmt: skip
     trainer.fit(model, data)
-    return model, trainer
+    return model
 
 
-def accuracies(data, backbone: str, seed: int, epochs: int, root: Path) -> tuple[float, float]:
+def accuracies(data, backbone: str, seed: int, steps: int, root: Path) -> tuple[float, float]:
     """(validation, test) accuracy of a classifier trained on ``data``."""
-    model, _ = train_classifier(data, backbone, seed, epochs, root)
+    model = train_classifier(data, backbone, seed, steps, root)
     evaluate = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     val = evaluate.validate(model, data, verbose=False)[0]["val/acc"]
     return val, evaluate.test(model, data, verbose=False)[0]["test/acc"]
@@ -89,24 +92,27 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--gan", default=None, help="GAN config in configs/; default cdcgan / har_cgan")
     parser.add_argument("--gan-steps", type=int, default=3000)
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=600, help="optimizer steps of every classifier")
+    parser.add_argument("--gan-ckpt", default=None, help="a trained conditional GAN: skip step 1's GAN")
     parser.add_argument("--out", default=None, help="default runs/augment_<data>")
     args = parser.parse_args()
     per_class = args.per_class or DATA[args.data]["per_class"]
     out = Path(args.out or f"runs/augment_{args.data}")
     data_config = "configs/common/har.yaml" if args.data == "har" else "configs/common/digits.yaml"
 
-    gan = run([
-        "fit", "--config", f"configs/{args.gan or DATA[args.data]['gan']}", f"--data={data_config}",
-        f"--trainer.default_root_dir={out / 'gan'}", f"--data.train_per_class={per_class}",
-        "--data.batch_size=64", f"--trainer.max_steps={args.gan_steps}",
-        "--trainer.enable_progress_bar=false",
-    ])  # fmt: skip
-    ckpt = str(
-        Path(gan.trainer.log_dir) / "checkpoints" / "last.ckpt"
-    )  # the last one: no choice made on data
+    ckpt = args.gan_ckpt
+    if ckpt is None:
+        gan = run([
+            "fit", "--config", f"configs/{args.gan or DATA[args.data]['gan']}", f"--data={data_config}",
+            f"--trainer.default_root_dir={out / 'gan'}", f"--data.train_per_class={per_class}",
+            "--data.batch_size=64", f"--trainer.max_steps={args.gan_steps}",
+            "--trainer.enable_progress_bar=false",
+        ])  # fmt: skip
+        ckpt = str(
+            Path(gan.trainer.log_dir) / "checkpoints" / "last.ckpt"
+        )  # the last: no choice made on data
     small = real_data(args.data, per_class)
-    filter_model, _ = train_classifier(small, "cnn", 0, args.epochs, out)
+    filter_model = train_classifier(small, "cnn", 0, args.steps, out)
     filter_ckpt = out / "filter.ckpt"
     save_judge(filter_model, filter_ckpt)
 
@@ -126,7 +132,7 @@ def main() -> None:
                     min_confidence=setting["filter"] if filtered else 0.0,
                 )  # fmt: skip
             try:
-                val, test = accuracies(data, setting["backbone"], seed, args.epochs, out)
+                val, test = accuracies(data, setting["backbone"], seed, args.steps, out)
             except ValueError as err:  # e.g. a filter that rejects nearly every sample: report, go on
                 print(f"{name(setting)}: {err}", flush=True)
                 break
