@@ -99,7 +99,11 @@ def signal_grid(
     nrow = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / nrow)
     names = channel_names or [f"ch{i}" for i in range(s)]
-    width, height = 1.6 * nrow + 1.4, 1.1 * rows + 0.8  # inches: 1.4 for row names, 0.8 for the title
+    label = 0.3 + 0.075 * max((len(name) for name in row_names or []), default=0)  # inches for row names
+    width = 1.6 * nrow + label + 0.1
+    legend_columns = max(1, min(s, int(width // 1.1)))
+    top = 0.4 + 0.2 * math.ceil(s / legend_columns)  # inches for the title, then the legend's lines below it
+    height = 1.1 * rows + top + 0.1
     fig, axes = plt.subplots(rows, nrow, figsize=(width, height), sharex=True, sharey=True, squeeze=False)
     low, high = float(values.min()), float(values.max())
     margin = 0.05 * (high - low or 1.0)
@@ -116,11 +120,23 @@ def signal_grid(
         if row < rows:
             axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     fig.legend(
-        *axes.flat[0].get_legend_handles_labels(), loc="upper right", ncol=s, fontsize=7, frameon=False
+        *axes.flat[0].get_legend_handles_labels(),
+        loc="upper left",
+        bbox_to_anchor=(0.0, 1 - 0.3 / height),
+        ncol=legend_columns,
+        fontsize=7,
+        frameon=False,
     )
-    fig.suptitle(title or f"{n} windows, {s} channels x {t} steps", x=0.02, ha="left", fontsize=9)
+    fig.suptitle(
+        title or f"{n} windows, {s} channels x {t} steps",
+        x=0.01,
+        y=1 - 0.05 / height,
+        ha="left",
+        va="top",
+        fontsize=9,
+    )
     fig.subplots_adjust(
-        left=1.3 / width, right=0.99, bottom=0.02, top=1 - 0.55 / height, hspace=0.08, wspace=0.04
+        left=label / width, right=0.99, bottom=0.1 / height, top=1 - top / height, hspace=0.08, wspace=0.04
     )
     fig.canvas.draw()
     picture = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
