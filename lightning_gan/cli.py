@@ -6,9 +6,13 @@ sees the arguments; its own parser is built from :func:`lightning_gan.generate.g
 
 from __future__ import annotations
 
+import netrc
+import os
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -30,6 +34,23 @@ def find_last_checkpoint(root: str | Path) -> Path:
             "start a new run without --ckpt_path, or pass the path of a checkpoint"
         )
     return candidates[-1]
+
+
+def wandb_can_log_in() -> bool:
+    """Whether W&B has an API key to log in with: ``WANDB_API_KEY``, or a ``wandb login`` entry in ~/.netrc
+    (or ``$NETRC``) for the ``WANDB_BASE_URL`` host. Checked before a run, because without one
+    ``wandb.init`` asks on the terminal or waits on the network instead of failing."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def _wandb_offline(init_args: Namespace) -> bool:
+    return bool(init_args.get("offline")) or os.environ.get("WANDB_MODE") in ("offline", "dryrun", "disabled")
 
 
 class GANCLI(LightningCLI):
@@ -65,6 +86,7 @@ class GANCLI(LightningCLI):
             trainer.logger = Namespace(
                 class_path="lightning_gan.loggers.CSVLogger", init_args=Namespace(save_dir=str(root))
             )
+        last = None
         if config.get("ckpt_path") == "last":
             # Out of the box Lightning looks for "last" in the new run's own, new, version folder, finds
             # nothing and quietly starts from scratch; resume the newest run under default_root_dir, in place.
@@ -85,6 +107,38 @@ class GANCLI(LightningCLI):
                 logger.init_args.save_dir = str(run_dir.parent.parent)
                 logger.init_args.name = run_dir.parent.name
                 logger.init_args.version = run_dir.name
+        if isinstance(trainer.logger, Namespace) and trainer.logger.class_path.endswith("WandbLogger"):
+            self._prepare_wandb(trainer.logger.init_args, root, last)
+
+    def _prepare_wandb(self, init_args: Namespace, root: Path, last: Path | None) -> None:
+        """One folder per W&B run, and a clear error instead of a login prompt or a hang.
+
+        WandbLogger's ``save_dir`` is also the Trainer's ``log_dir``: every run would write its samples and
+        config.yaml into the same folder (the second run's config.yaml fails to save). So each run gets
+        ``<save_dir>/<run id>``, with the id of the sweep agent's run (``WANDB_RUN_ID``) when there is one;
+        ``--ckpt_path last`` continues the checkpoint's W&B run in its folder.
+        """
+        if not _wandb_offline(init_args) and not wandb_can_log_in():
+            self.parser.error(
+                "trainer.logger=WandbLogger cannot log in to W&B: no API key (set WANDB_API_KEY or run "
+                "`wandb login`). To log without an account or a network, set WANDB_MODE=offline (upload "
+                "later with `wandb sync`), or use the default CSV logger"
+            )
+        if last is not None:  # <save_dir>/<id>/<project>/<id>/checkpoints/last.ckpt
+            run_dir = last.parent.parent
+            init_args.id = run_dir.name
+            init_args.save_dir = str(run_dir.parent.parent)
+            init_args.resume = "allow"
+            return
+        run_id = (
+            init_args.get("id")
+            or init_args.get("version")
+            or os.environ.get("WANDB_RUN_ID")
+            or secrets.token_hex(4)  # 8 characters of [0-9a-f], like W&B's own run ids
+        )
+        init_args.id = run_id
+        save_dir = init_args.get("save_dir")
+        init_args.save_dir = str(Path(root / "wandb" if save_dir in (None, ".") else save_dir) / run_id)
 
     def _run_subcommand(self, subcommand: str) -> None:
         # A setting that only the assembled run can check (a model.setup or callback.setup hook) fails with
