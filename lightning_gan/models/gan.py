@@ -14,9 +14,11 @@ all mean generator steps.
 from __future__ import annotations
 
 import copy
+import random
 from collections.abc import Callable, Sequence
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
@@ -48,6 +50,35 @@ def make_optimizer(
     if name == "rmsprop":  # WGAN (Arjovsky et al. 2017, Alg. 1) uses RMSprop: momentum-free, betas unused
         return torch.optim.RMSprop(params, lr=lr)
     raise ValueError(f"optimizer {name!r} is not allowed: choose adam or rmsprop")
+
+
+def rng_states() -> dict:
+    """The global RNG states of torch (CPU and every CUDA device), numpy and Python, as tensors and plain
+    Python values, so that a checkpoint holding them still loads with ``torch.load(weights_only=True)``.
+
+    Lightning saves none of them, so without these a resumed run draws other latent vectors than an
+    uninterrupted one would (Lightning's own ``_collect_rng_states`` keeps numpy's state as an ndarray).
+    """
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, state, python_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "torch.cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "python": [version, list(state), python_gauss],
+    }
+
+
+def set_rng_states(states: dict) -> None:
+    """Restores what :func:`rng_states` returned (CUDA states only where the devices exist)."""
+    torch.set_rng_state(states["torch"])
+    cuda = states.get("torch.cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    name, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, state, python_gauss = states["python"]
+    random.setstate((version, tuple(state), python_gauss))
 
 
 class GAN(LightningModule):
@@ -186,6 +217,7 @@ class GAN(LightningModule):
         # An exponential moving average of G's weights, created and updated by the GeneratorEMA callback;
         # sampling uses it when present. It lives on the module so that checkpoints and `generate` carry it.
         self.generator_ema: nn.Module | None = None
+        self._resume_rng_states: dict | None = None  # from a checkpoint, set before the next step
 
     # ---------------------------------------------------------------- what the rest of the project calls
     @property
@@ -231,7 +263,19 @@ class GAN(LightningModule):
         finally:
             net.train(was_training)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Saved after a generator step: the RNG state the next step starts from.
+        checkpoint["rng_states"] = rng_states()
+
+    def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
+        # Restored here, right before the first step after a resume, not when the checkpoint is read:
+        # between the two, Lightning's sanity check and new DataLoader iterators draw from the global RNG.
+        if self._resume_rng_states is not None:
+            set_rng_states(self._resume_rng_states)
+            self._resume_rng_states = None
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resume_rng_states = checkpoint.get("rng_states")
         state = checkpoint["state_dict"]
         has_ema = any(key.startswith("generator_ema.") for key in state)
         if has_ema and self.generator_ema is None:
