@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import REPO
@@ -62,3 +63,31 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_generator_bit_for_bit(t
     whole, resumed = generator_weights(tmp_path / "whole"), generator_weights(killed_root)
     assert whole.keys() == resumed.keys()
     assert all(torch.equal(whole[k], resumed[k]) for k in whole), f"killed at step {killed_at}"
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    from lightning_gan.callbacks import checkpoint as module
+
+    io, path = module.AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1, "weights": torch.ones(1000)}, path)
+
+    def killed_midway(obj, file):  # writes part of the new file, then the process "dies"
+        file.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(module.torch, "save", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2, "weights": torch.zeros(1000)}, path)
+    monkeypatch.undo()
+    previous = torch.load(path, weights_only=True)
+    assert previous["step"] == 1 and torch.equal(previous["weights"], torch.ones(1000))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no partial file left behind
+    io.save_checkpoint({"step": 3}, path)
+    assert torch.load(path, weights_only=True) == {"step": 3}
+
+
+def test_runs_write_their_checkpoints_atomically(run_fit, tmp_path):
+    from lightning_gan.callbacks.checkpoint import AtomicCheckpointIO
+
+    cli = run_fit(tmp_path, "--trainer.max_steps=1")
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)

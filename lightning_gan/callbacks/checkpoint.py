@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a local checkpoint to a temporary file beside it, flushes it to disk, then renames it over the
+    old one, so a kill at any moment leaves either the old file or the new one, whole.
+
+    Lightning's own writer stages the file in the system temp folder and moves it; when that folder is on
+    another file system than the run (a node's local /tmp, a shared checkpoint disk), the move is a copy into
+    the destination, and a kill mid-copy leaves a truncated checkpoint in place of the good one. Remote paths
+    (``s3://`` ...) keep Lightning's writer.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(temporary, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)  # atomic on one file system
+        finally:
+            temporary.unlink(missing_ok=True)
 
 
 class GANCheckpoint(ModelCheckpoint):
@@ -20,11 +49,17 @@ class GANCheckpoint(ModelCheckpoint):
     (the state a resumed run continues from), and training always ends with ``last.ckpt`` at the final step.
     A crash (an exception, Ctrl-C) writes ``on_exception.ckpt`` beside it and never touches ``last.ckpt``, so
     ``--ckpt_path last`` only ever resumes a state that training reached cleanly. Weights holding NaN or
-    Inf are never saved, so a diverged step cannot replace a good checkpoint. The hooks reuse
+    Inf are never saved, so a diverged step cannot replace a good checkpoint, and every file is written
+    atomically (:class:`AtomicCheckpointIO`), so a kill mid-write cannot either. The hooks reuse
     ModelCheckpoint's own saving methods; only the "when" differs.
     """
 
     CHECKPOINT_NAME_ON_EXCEPTION = "on_exception"
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own CheckpointIO
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         if pl_module.automatic_optimization:
