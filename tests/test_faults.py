@@ -91,3 +91,68 @@ def test_runs_write_their_checkpoints_atomically(run_fit, tmp_path):
 
     cli = run_fit(tmp_path, "--trainer.max_steps=1")
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+# --------------------------------------------------------------------------------------------------- SLURM
+def slurm_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A fake one-task SLURM job: `srun` runs its command, `scontrol` writes its arguments to a file."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "srun").write_text('#!/bin/sh\nexec "$@"\n')
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    for tool in ("srun", "scontrol"):
+        (bin_dir / tool).chmod(0o755)
+    venv_bin = str(Path(sys.executable).parent)
+    slurm = {
+        "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "gan", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_JOB_NUM_NODES": "1", "SLURM_NNODES": "1", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost",
+    }  # fmt: skip
+    return {
+        **os.environ, **slurm, "PATH": f"{bin_dir}:{venv_bin}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
+        "CONFIG": "configs/dcgan.yaml", "ROOT": str(tmp_path / "run"), **extra,
+    }  # fmt: skip
+
+
+SLURM_ARGS = (
+    "--data.batch_size=16", "--model.generator.init_args.base_channels=4",
+    "--model.discriminator.init_args.base_channels=4", "--checkpoint.every_n_train_steps=5",
+    "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("template", ["1node.sbatch", "2nodes.sbatch"])
+def test_the_sbatch_templates_checkpoint_and_requeue_on_the_time_limit_signal_then_resume(tmp_path, template):
+    template = str(REPO / "configs" / "slurm" / template)  # run as one task: the #SBATCH lines are comments
+    process = subprocess.Popen(
+        ["bash", template, "--trainer.max_steps=100000", *SLURM_ARGS], cwd=REPO, env=slurm_env(tmp_path),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "run").glob("**/checkpoints/step=000005.ckpt")):
+        assert process.poll() is None, process.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    children = subprocess.run(
+        ["pgrep", "-P", str(process.pid)], capture_output=True, text=True
+    ).stdout.split()
+    (trainer_pid,) = children  # srun exec'd the trainer: bash -> lightning-gan
+    os.kill(int(trainer_pid), signal.SIGUSR1)  # what SLURM sends two minutes before the time limit
+    assert process.wait(timeout=300) == 0, process.stderr.read().decode()[-3000:]
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    (last,) = (tmp_path / "run").glob("**/checkpoints/last.ckpt")
+    stopped_at = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    assert 5 <= stopped_at < 100000
+
+    # the requeued job: same script, SLURM_RESTART_COUNT=1
+    env = slurm_env(tmp_path, SLURM_RESTART_COUNT="1")
+    resumed = subprocess.run(
+        ["bash", template, f"--trainer.max_steps={stopped_at + 3}", *SLURM_ARGS], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == stopped_at + 3
+    steps = [
+        int(row.split(",")[-1]) for row in (last.parent.parent / "metrics.csv").read_text().splitlines()[1:]
+    ]
+    assert steps == list(range(1, stopped_at + 4))  # one run folder, one CSV, every step once
