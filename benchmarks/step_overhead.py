@@ -23,8 +23,9 @@ from lightning_gan.losses import get_loss
 from lightning_gan.models import GAN
 
 
-def plain_loop(model: GAN, dm: DigitsDataModule, steps: int) -> list[float]:
+def plain_loop(model: GAN, dm: DigitsDataModule, steps: int, device: str = "cpu") -> list[float]:
     """The loop one would copy from a blog, with the same math as GAN.training_step."""
+    model.to(device)
     generator, discriminator = model.generator, model.discriminator
     loss = get_loss("bce")
     opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -33,20 +34,23 @@ def plain_loop(model: GAN, dm: DigitsDataModule, steps: int) -> list[float]:
     times, done, last = [], 0, time.perf_counter()
     while done < steps:
         for real, _ in loader:
+            real = real.to(device, non_blocking=True)
             with torch.no_grad():
-                fake = generator(torch.randn(len(real), model.latent_dim))
+                fake = generator(torch.randn(len(real), model.latent_dim, device=device))
             d_loss = loss.d(discriminator(real).logits, discriminator(fake).logits)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
 
             discriminator.requires_grad_(False)
-            g_loss = loss.g(discriminator(generator(torch.randn(len(real), model.latent_dim))).logits)
+            g_loss = loss.g(
+                discriminator(generator(torch.randn(len(real), model.latent_dim, device=device))).logits
+            )
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
             discriminator.requires_grad_(True)
-            assert torch.isfinite(d_loss) and torch.isfinite(g_loss)
+            assert torch.isfinite(d_loss) and torch.isfinite(g_loss)  # also waits for the GPU
 
             now = time.perf_counter()
             times.append(now - last)
@@ -60,18 +64,21 @@ class StepTimer(Callback):
     def __init__(self):
         self.times, self.last = [], None
 
-    def on_train_batch_end(self, *args):
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()
         now = time.perf_counter()
         if self.last is not None:
             self.times.append(now - self.last)
         self.last = now
 
 
-def lightning_loop(model: GAN, dm: DigitsDataModule, steps: int) -> list[float]:
+def lightning_loop(model: GAN, dm: DigitsDataModule, steps: int, **trainer_kwargs) -> list[float]:
+    """Seconds per generator step of ``model`` trained by the Trainer (``accelerator="cpu"`` unless given)."""
     timer = StepTimer()
     trainer = Trainer(
         max_steps=steps + 1,
-        accelerator="cpu",
+        accelerator=trainer_kwargs.pop("accelerator", "cpu"),
         devices=1,
         logger=False,
         enable_checkpointing=False,
@@ -79,6 +86,7 @@ def lightning_loop(model: GAN, dm: DigitsDataModule, steps: int) -> list[float]:
         enable_model_summary=False,
         callbacks=[timer],
         log_every_n_steps=50,
+        **trainer_kwargs,
     )
     trainer.fit(model, dm)
     return timer.times
