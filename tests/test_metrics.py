@@ -66,10 +66,10 @@ def frozen_gan(seed: int = 0) -> GAN:
 def fit_with_metrics(tmp_path, metrics: GANMetrics, **trainer_kwargs) -> tuple[GAN, Trainer]:
     model = frozen_gan()
     trainer = Trainer(
-        default_root_dir=tmp_path, max_steps=2, logger=CSVLogger(tmp_path), callbacks=[metrics],
+        default_root_dir=tmp_path, logger=CSVLogger(tmp_path), callbacks=[metrics],
         log_every_n_steps=1,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
-        **trainer_kwargs,
+        **{"max_steps": 2, **trainer_kwargs},
     )  # fmt: skip
     trainer.fit(model, DigitsDataModule(batch_size=16))
     return model, trainer
@@ -259,3 +259,14 @@ def test_the_best_checkpoint_is_kept_by_fid(tmp_path, judge_path):
     best_step = min(fids, key=fids.get)
     assert [p.name for p in (tmp_path / "ckpt").glob("*.ckpt")] == [f"best-step={best_step}.ckpt"]
     assert best.best_model_score.item() == pytest.approx(fids[best_step], rel=1e-6)
+
+
+def test_metrics_appear_only_in_the_rows_of_the_steps_evaluated(tmp_path, judge_path):
+    # Logged through pl_module.log from a hook, Lightning wrote step 2's figures again into the row of step 3.
+    metrics = GANMetrics(every_n_steps=2, num_samples=64, judge=str(judge_path))
+    _, trainer = fit_with_metrics(tmp_path, metrics, max_steps=5)
+    with open(tmp_path / "lightning_logs" / "version_0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(int(float(r["step"])) for r in rows if r.get("metrics/fid")) == [2, 4]
+    assert sorted({int(float(r["step"])) for r in rows if r.get("loss/g")}) == [1, 2, 3, 4, 5]
+    assert float(trainer.callback_metrics["metrics/fid"]) == metrics.history[-1]["fid"]

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_gan.callbacks.metrics import GANMetrics
 
@@ -35,10 +34,11 @@ class LossCurves(Callback):
         for key in self.keys:
             self.values[key].append(float(logged[key]) if key in logged else math.nan)
 
-    @rank_zero_only
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        metrics = next((cb for cb in trainer.callbacks if isinstance(cb, GANMetrics)), None)
-        self.plot(Path(trainer.log_dir or trainer.default_root_dir) / self.filename, metrics)
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # every rank: a broadcast under DDP
+        if trainer.is_global_zero:
+            metrics = next((cb for cb in trainer.callbacks if isinstance(cb, GANMetrics)), None)
+            self.plot(run_dir / self.filename, metrics)
 
     def plot(self, path: Path, metrics: GANMetrics | None = None) -> Path:
         """Draws losses (first panel) and each metric (one panel each) against generator steps."""

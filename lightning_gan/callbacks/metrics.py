@@ -158,8 +158,13 @@ class GANMetrics(Callback):
     # ------------------------------------------------------------------ evaluation
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         if trainer.global_step % self.every_n_steps == 0:
-            values = self.evaluate(trainer, pl_module)
-            pl_module.log_dict({f"metrics/{k}": v for k, v in values.items()}, on_step=True, on_epoch=False)
+            named = {f"metrics/{k}": float(v) for k, v in self.evaluate(trainer, pl_module).items()}
+            # Straight to the loggers, not through pl_module.log: Lightning keeps a value logged from a hook
+            # and writes it again into every later row until it is logged anew, so metrics.csv showed step
+            # 500's FID at steps 510, 520, ... The checkpoint monitors read callback_metrics.
+            for logger in trainer.loggers:
+                logger.log_metrics(named, step=trainer.global_step)
+            trainer.callback_metrics.update({k: torch.tensor(v) for k, v in named.items()})
 
     @torch.no_grad()
     def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, float]:

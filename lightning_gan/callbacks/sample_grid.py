@@ -8,7 +8,6 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_gan.images import sample_picture, save_png
 from lightning_gan.validation import require_int
@@ -69,13 +68,16 @@ class SampleGrid(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.draw(trainer, pl_module)
 
-    @rank_zero_only
     def draw(self, trainer: Trainer, pl_module: LightningModule) -> Path | None:
-        """Writes the grid for the current generator step; returns its path (None if already drawn)."""
+        """Writes the grid for the current generator step; returns its path (None if already drawn, and on
+        every rank but 0). Called on every rank: under DDP, finding the run folder is a collective."""
         step = trainer.global_step
         if step == self.last_drawn_step or self.fixed_z is None:
             return None
         self.last_drawn_step = step
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a broadcast from rank 0 under DDP
+        if not trainer.is_global_zero:
+            return None
         labels = self._labels(pl_module)
         z = self.fixed_z.to(pl_module.device)
         images = pl_module.sample(len(z), None if labels is None else labels.to(pl_module.device), z=z)
@@ -87,7 +89,6 @@ class SampleGrid(Callback):
             channel_names=getattr(data, "channel_names", None),
             to_signal=getattr(data, "to_signal", None),
         )
-        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         path = save_png(grid, run_dir / "samples" / f"step_{step:06d}.png")
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):  # W&B, Neptune, Comet

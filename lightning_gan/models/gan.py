@@ -455,14 +455,28 @@ class GAN(LightningModule):
             logs["loss/g_class"] = class_fake.detach()
         return loss, logs
 
+    def training_noise(self, batch_size: int) -> tuple[Tensor | None, Tensor]:
+        """Asked classes (or None) and z for ``batch_size`` samples of this process.
+
+        Under DDP every rank draws the classes and z of all ranks' samples from the global RNG and keeps its
+        own share: the ranks decode different samples, yet their RNG states stay identical, so the one state
+        a checkpoint saves resumes every rank exactly.
+        """
+        world = self.trainer.world_size if self._trainer is not None else 1
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        labels = self.fake_labels(batch_size * world)
+        z = self.sample_latent(batch_size * world)
+        share = slice(rank * batch_size, (rank + 1) * batch_size)
+        return (None if labels is None else labels[share]), z[share]
+
     # ---------------------------------------------------------------- when: one update of each network
     def discriminator_step(
         self, opt_d: LightningOptimizer, real: Tensor, labels: Tensor
     ) -> dict[str, Tensor]:
         """One D update on one real batch. Returns detached figures to log."""
-        fake_labels = self.fake_labels(len(real))
+        fake_labels, z = self.training_noise(len(real))
         with torch.no_grad():
-            fake = self.generator(self.sample_latent(len(real)), fake_labels)
+            fake = self.generator(z, fake_labels)
         with self.toggled_optimizer(opt_d):
             loss, logs = self.d_loss(real, labels, fake, fake_labels)
             opt_d.zero_grad(set_to_none=True)
@@ -476,9 +490,9 @@ class GAN(LightningModule):
 
     def generator_step(self, opt_g: LightningOptimizer, batch_size: int) -> dict[str, Tensor]:
         """One G update on ``batch_size`` fresh samples; this is the step ``global_step`` counts."""
-        fake_labels = self.fake_labels(batch_size)
+        fake_labels, z = self.training_noise(batch_size)
         with self.toggled_optimizer(opt_g):
-            loss, logs = self.g_loss(self.generator(self.sample_latent(batch_size), fake_labels), fake_labels)
+            loss, logs = self.g_loss(self.generator(z, fake_labels), fake_labels)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             opt_g.step()

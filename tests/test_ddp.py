@@ -1,0 +1,127 @@
+"""DDP on 2 CPU processes (gloo): n_critic holds on every rank, ranks decode different samples, grids and
+metrics are written by rank 0 only, and the run resumes under DDP from its checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import REPO
+
+PROBE = '''
+import json, os
+from lightning.pytorch import Callback
+import lightning_gan.callbacks.sample_grid as sample_grid
+
+
+class Probe(Callback):
+    """Counts each rank's optimizer steps, PNG grids and the first latent batches; writes them at the end."""
+
+    def __init__(self):
+        self.counts = {"d": 0, "g": 0, "png": 0}
+        self.z = []
+
+    def setup(self, trainer, pl_module, stage):
+        save_png = sample_grid.save_png
+
+        def counting(*args, **kwargs):
+            self.counts["png"] += 1
+            return save_png(*args, **kwargs)
+
+        sample_grid.save_png = counting
+
+    def on_train_start(self, trainer, pl_module):
+        opt_g, opt_d = (getattr(o, "optimizer", o) for o in trainer.optimizers)
+        opt_g.register_step_post_hook(lambda *a: self.counts.__setitem__("g", self.counts["g"] + 1))
+        opt_d.register_step_post_hook(lambda *a: self.counts.__setitem__("d", self.counts["d"] + 1))
+        noise = pl_module.training_noise
+
+        def recording(n):
+            labels, z = noise(n)
+            self.z.append(round(float(z.sum()), 4))
+            return labels, z
+
+        pl_module.training_noise = recording
+
+    def on_train_end(self, trainer, pl_module):
+        name = f"rank{trainer.global_rank}-step{trainer.global_step}.json"
+        path = os.path.join(os.environ["PROBE_DIR"], name)
+        with open(path, "w") as f:
+            json.dump({**self.counts, "z": self.z[:2], "world": trainer.world_size}, f)
+'''
+
+CONFIG = """
+trainer:
+  log_every_n_steps: 1
+  callbacks:
+    - class_path: lightning_gan.callbacks.SampleGrid
+      init_args: {every_n_steps: 2, num_samples: 16}
+    - class_path: lightning_gan.callbacks.GANMetrics
+      init_args: {every_n_steps: 2, num_samples: 64}
+    - class_path: ddp_probe.Probe
+"""
+
+
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    (root / "ddp_probe.py").write_text(PROBE)
+    (root / "ddp.yaml").write_text(textwrap.dedent(CONFIG))
+    env = {**os.environ, "PYTHONPATH": f"{root}:{os.environ.get('PYTHONPATH', '')}", "PROBE_DIR": str(root),
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+
+    def fit(max_steps: int, *extra: str) -> subprocess.CompletedProcess:
+        command = [
+            sys.executable, "-m", "lightning_gan", "fit", "--config", str(REPO / "configs" / "dcgan.yaml"),
+            "--config", str(root / "ddp.yaml"), f"--trainer.default_root_dir={root / 'run'}",
+            "--trainer.accelerator=cpu", "--trainer.devices=2",
+            "--trainer.strategy=ddp_find_unused_parameters_true", f"--trainer.max_steps={max_steps}",
+            "--model.n_critic=3", "--data.batch_size=16", "--model.generator.init_args.base_channels=8",
+            "--model.discriminator.init_args.base_channels=8", "--trainer.enable_progress_bar=false", *extra,
+        ]  # fmt: skip
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-4000:]
+        return result
+
+    fit(4)
+    fit(6, "--ckpt_path=last")
+    return root
+
+
+def probe(root, rank: int, step: int) -> dict:
+    return json.loads((root / f"rank{rank}-step{step}.json").read_text())
+
+
+def test_n_critic_holds_on_every_rank(ddp):
+    for rank in (0, 1):
+        first, resumed = probe(ddp, rank, 4), probe(ddp, rank, 6)
+        assert first["world"] == 2
+        assert (first["d"], first["g"]) == (3 * 4, 4) and (resumed["d"], resumed["g"]) == (3 * 2, 2)
+
+
+def test_ranks_decode_different_latent_vectors(ddp):
+    assert probe(ddp, 0, 4)["z"] != probe(ddp, 1, 4)["z"]
+
+
+def test_grids_and_metrics_are_written_by_rank_zero_only(ddp):
+    assert probe(ddp, 0, 4)["png"] > 0 and probe(ddp, 1, 4)["png"] == 0
+    (metrics,) = (ddp / "run").glob("**/metrics.csv")
+    rows = list(csv.DictReader(metrics.open()))
+    fid_steps = [int(float(r["step"])) for r in rows if r.get("metrics/fid")]
+    assert fid_steps == [2, 4, 6]  # once per evaluation: one writer
+
+
+def test_the_run_resumes_under_ddp_in_its_folder(ddp):
+    (last,) = (ddp / "run").glob("**/checkpoints/last.ckpt")
+    import torch
+
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 6
+    (metrics,) = (ddp / "run").glob("**/metrics.csv")
+    steps = sorted({int(float(r["step"])) for r in csv.DictReader(metrics.open()) if r.get("loss/g")})
+    assert steps == [1, 2, 3, 4, 5, 6]
