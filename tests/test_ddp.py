@@ -81,7 +81,7 @@ def ddp(tmp_path_factory):
             sys.executable, "-m", "lightning_gan", "fit", "--config", str(REPO / "configs" / "dcgan.yaml"),
             "--config", str(root / "ddp.yaml"), f"--trainer.default_root_dir={root / 'run'}",
             "--trainer.accelerator=cpu", "--trainer.devices=2",
-            "--trainer.strategy=ddp_find_unused_parameters_true", f"--trainer.max_steps={max_steps}",
+            "--trainer.strategy=ddp", f"--trainer.max_steps={max_steps}",
             "--model.n_critic=3", "--data.batch_size=16", "--model.generator.init_args.base_channels=8",
             "--model.discriminator.init_args.base_channels=8", "--trainer.enable_progress_bar=false", *extra,
         ]  # fmt: skip

@@ -15,6 +15,6 @@ srun lightning-gan fit --config "$CONFIG" \
   --trainer.default_root_dir "$ROOT" \
   --trainer.num_nodes "${SLURM_JOB_NUM_NODES:-1}" \
   --trainer.devices "${SLURM_NTASKS_PER_NODE:-1}" \
-  --trainer.strategy ddp_find_unused_parameters_true \
+  --trainer.strategy ddp \
   --trainer.callbacks+=lightning_gan.callbacks.SlurmRequeue \
   "${RESUME[@]}" "$@"

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer, do_nothing_closure
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -327,6 +328,15 @@ class GAN(LightningModule):
             f"cgan feeds every real label to D, but data.num_labelled={hidden} hides most of them: "
             "use acgan or ssgan, or keep all labels",
         )
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
+            # Each D update leaves G's parameters without gradients and each G update D's (toggled off), which
+            # plain DDP's reducer rejects at the next step ("Expected to have finished reduction in the prior
+            # iteration"). Lightning only offers the switch as a strategy name
+            # (ddp_find_unused_parameters_true); setting it here, before the strategy wraps the module, lets
+            # `--trainer.strategy ddp` (and ddp_spawn) train a GAN as it is.
+            strategy._ddp_kwargs["find_unused_parameters"] = True
+            rank_zero_info("GAN under DDP: find_unused_parameters=True (G and D are updated in turn)")
 
     def on_fit_start(self) -> None:
         from lightning_gan.callbacks.ema import GeneratorEMA
