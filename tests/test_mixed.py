@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import Callback, Trainer
 
 from lightning_gan.cli import run
 from lightning_gan.data import DigitsDataModule, MixedDataModule
 from lightning_gan.data.mixed import AlternatingLoader, class_counts, parse_ratio, parse_schedule
+from lightning_gan.models import Classifier
 from tests.conftest import REPO
 
 
@@ -92,6 +94,47 @@ def test_a_three_to_one_schedule_yields_batches_in_that_pattern(real, cgan_ckpt,
     assert parse_schedule("mixed") is None and parse_schedule("15:5") == (15, 5)
     with pytest.raises(ValueError, match=r"data\.schedule='3-1'"):
         parse_schedule("3-1")
+
+
+class GeneratedBatches(Callback):
+    """Records, per epoch, the sum of every training image (the loader's content, whatever its order)."""
+
+    def __init__(self):
+        self.per_epoch: dict[int, float] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        epoch = trainer.current_epoch
+        self.per_epoch[epoch] = self.per_epoch.get(epoch, 0.0) + batch[0].double().sum().item()
+
+
+def test_resample_draws_new_samples_every_epoch_and_validates_without_the_reload_flag(
+    real, cgan_ckpt, tmp_path
+):
+    def fit(resample: bool) -> dict[int, float]:
+        dm = mixed(real, cgan_ckpt, tmp_path, ratio="1:2", resample=resample)
+        recorder = GeneratedBatches()
+        trainer = Trainer(
+            max_epochs=2, reload_dataloaders_every_n_epochs=1, limit_val_batches=0, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            callbacks=[recorder], default_root_dir=tmp_path,
+        )  # fmt: skip
+        trainer.fit(Classifier(channels=4, feature_dim=8), dm)
+        evaluate = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+        assert 0 <= evaluate.validate(trainer.lightning_module, dm, verbose=False)[0]["val/acc"] <= 1
+        assert 0 <= evaluate.test(trainer.lightning_module, dm, verbose=False)[0]["test/acc"] <= 1
+        return recorder.per_epoch
+
+    fresh, cached = fit(resample=True), fit(resample=False)
+    assert cached[0] == pytest.approx(cached[1], rel=1e-9)  # the same samples, shuffled anew
+    assert fresh[0] == pytest.approx(cached[0], rel=1e-9)  # epoch 0 draws what the cache holds
+    assert fresh[1] != pytest.approx(fresh[0], rel=1e-6)  # epoch 1: new latent vectors
+    generated = sorted(p.name for p in (tmp_path / "generated").glob("*.pt"))
+    assert len(generated) == 2 and generated[0] != generated[1]  # one cached draw per epoch seed
+
+    dm = mixed(real, cgan_ckpt, tmp_path, resample=True)
+    trainer = Trainer(max_epochs=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"data\.resample=True .*reload_dataloaders_every_n_epochs 1"):
+        trainer.fit(Classifier(channels=4, feature_dim=8), dm)
 
 
 def test_no_generated_sample_reaches_validation_or_test(real, cgan_ckpt, tmp_path):

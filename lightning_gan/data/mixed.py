@@ -300,7 +300,7 @@ class MixedDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def setup(self, stage: str) -> None:
-        if self.resample and self.trainer is not None:
+        if self.resample and stage == "fit" and self.trainer is not None:  # only fit reads training data
             every = self.trainer.reload_dataloaders_every_n_epochs
             require(every == 1, "data.resample", True, "needs --trainer.reload_dataloaders_every_n_epochs 1")
 
