@@ -103,7 +103,7 @@ def test_window_count_and_subject_split():
 
 @needs_data
 def test_data_module_shapes_range_and_splits():
-    dm = HARDataModule(batch_size=64, val_fraction=0.1)
+    dm = HARDataModule(batch_size=64, val_subjects=3)
     assert dm.img_shape == (1, 6, 128)
     assert (
         dm.class_names
@@ -118,8 +118,9 @@ def test_data_module_shapes_range_and_splits():
         ]
     )
     assert dm.num_classes == 6
+    _, _, subjects = har_windows()
     assert len(dm.train_dataset) + len(dm.val_dataset) == 7415
-    assert len(dm.val_dataset) == pytest.approx(741, abs=6)  # 10 % of each class, rounded per class
+    assert len(dm.val_dataset) == int(np.isin(subjects, dm.subjects["val"]).sum())
     assert len(dm.test_dataset) == 2996
     for split in ("train", "val", "test"):
         images, labels = getattr(dm, f"{split}_dataset").tensors
@@ -166,16 +167,30 @@ def test_normalisation_uses_training_subjects_only():
 
 
 @needs_data
-def test_validation_split_is_stratified_and_depends_on_seed_only():
+def test_validation_is_whole_training_subjects_chosen_by_seed_only():
     first, again, other = (HARDataModule(batch_size=64, seed=seed) for seed in (0, 0, 1))
+    assert first.subjects == again.subjects and first.subjects["val"] != other.subjects["val"]
     torch.testing.assert_close(first.val_dataset.tensors[0], again.val_dataset.tensors[0])
-    torch.testing.assert_close(first.train_dataset.tensors[1], again.train_dataset.tensors[1])
-    assert not torch.equal(first.val_dataset.tensors[0], other.val_dataset.tensors[0])
     torch.testing.assert_close(first.test_dataset.tensors[0], other.test_dataset.tensors[0])
-    _, labels, subjects = har_windows()
-    per_class = np.bincount(labels[~np.isin(subjects, TEST_SUBJECTS)], minlength=6)
-    expected = [round(n * 0.1) for n in per_class]
-    assert torch.bincount(first.val_dataset.tensors[1], minlength=6).tolist() == expected
+    windows, labels, subjects = har_windows()
+    for dm in (first, other):
+        train, val, test = (set(dm.subjects[split]) for split in ("train", "val", "test"))
+        assert len(val) == 3 and not val & train and not val & test and not train & test
+        assert len(train | val | test) == 30
+        # each split holds exactly its subjects' windows: no window of a validation subject is trained on
+        for split, members in (("train", train), ("val", val)):
+            rows = np.isin(subjects, sorted(members))
+            images, split_labels = getattr(dm, f"{split}_dataset").tensors
+            torch.testing.assert_close(images, dm._to_images(torch.from_numpy(windows[rows])))
+            np.testing.assert_array_equal(split_labels.numpy(), labels[rows])
+        assert set(torch.unique(dm.val_dataset.tensors[1]).tolist()) == set(range(6))  # every activity
+
+
+@needs_data
+def test_a_bad_number_of_validation_subjects_names_the_key():
+    for bad in (0, 21, 2.5):
+        with pytest.raises(ValueError, match=r"data\.val_subjects="):
+            HARDataModule(batch_size=64, val_subjects=bad)
 
 
 @needs_data
