@@ -23,12 +23,20 @@ module's 0.1): with 500 test digits one digit is 0.2 points, as large as the dif
 
     python benchmarks/augment.py --data digits [--per-class 100] [--seeds 0 1 2] [--steps 600] [--gan-ckpt C]
     python benchmarks/augment.py --data har [--per-class 200]    # needs pip install 'lightning-gan[har]'
+
+Nothing finished is lost when a run dies: each classifier's accuracies are appended to ``results.jsonl`` in
+``--out`` as soon as they are measured, keyed by everything they depend on (the data, the split size, the
+classifier steps, the setting, the seed, the GAN checkpoint's bytes and the filter's weights). Rerunning
+with the same ``--out`` and ``--gan-ckpt`` (the path is printed after step 1) measures only what is missing.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import json
+import os
 import statistics
 from pathlib import Path
 
@@ -94,6 +102,53 @@ def accuracies(data, backbone: str, seed: int, steps: int, root: Path) -> tuple[
     return val, evaluate.test(model, data, verbose=False)[0]["test/acc"]
 
 
+class Results:
+    """Measured (validation, test) accuracies, one JSON line per classifier, appended and fsynced as each one
+    finishes, so that a rerun after a crash reuses them. Hand-written: Lightning checkpoints resume one run,
+    not a grid of runs."""
+
+    def __init__(self, path: Path, context: dict) -> None:
+        self.path, self.context = path, context
+        self.done: dict[str, tuple[float, float]] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by a kill
+                    continue
+                self.done[entry["key"]] = (entry["val"], entry["test"])
+
+    def key(self, setting: dict, seed: int) -> str:
+        blob = json.dumps({**self.context, **setting, "seed": seed}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    def get(self, setting: dict, seed: int) -> tuple[float, float] | None:
+        return self.done.get(self.key(setting, seed))
+
+    def add(self, setting: dict, seed: int, val: float, test: float) -> None:
+        key = self.key(setting, seed)
+        self.done[key] = (val, test)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            entry = {"key": key, "setting": name(setting), "seed": seed, "val": val, "test": test}
+            f.write(json.dumps(entry) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:20]
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A digest of the weights themselves (a retrained, identical filter keys the same results)."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
 def name(setting: dict) -> str:
     changed = [f"{k}={v}" for k, v in setting.items() if k in DEFAULT and v != DEFAULT[k]]
     if not setting["mixed"]:
@@ -101,7 +156,7 @@ def name(setting: dict) -> str:
     return "real+gen " + (", ".join(changed) if changed else "default")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", choices=sorted(DATA), default="digits")
     parser.add_argument("--per-class", type=int, default=None, help="default: 100 (digits), 200 (har)")
@@ -111,7 +166,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="optimizer steps of every classifier")
     parser.add_argument("--gan-ckpt", default=None, help="a trained conditional GAN: skip step 1's GAN")
     parser.add_argument("--out", default=None, help="default runs/augment_<data>")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     per_class = args.per_class or DATA[args.data]["per_class"]
     out = Path(args.out or f"runs/augment_{args.data}")
     spec = DATA[args.data]
@@ -132,17 +187,28 @@ def main() -> None:
         ckpt = str(
             Path(gan.trainer.log_dir) / "checkpoints" / "last.ckpt"
         )  # the last: no choice made on data
+        print(f"GAN trained; to rerun without training it again: --gan-ckpt {ckpt}", flush=True)
     small = real_data(args.data, per_class)
     filter_model = train_classifier(small, "cnn", 0, args.steps, out)
     filter_ckpt = out / "filter.ckpt"
     save_judge(filter_model, filter_ckpt)
 
+    context = {"data": args.data, "per_class": per_class, "steps": args.steps, "gan": file_digest(ckpt)}
+    results = Results(out / "results.jsonl", context)
+    filter_digest = weights_digest(filter_model)
     settings = [{"mixed": False, **DEFAULT}, {"mixed": False, **DEFAULT, "backbone": "resnet"}]
     settings += [{"mixed": True, **DEFAULT}] + [{"mixed": True, **DEFAULT, **change} for change in FACTORS]
     rows = []
     for setting in settings:
         vals, tests = [], []
         for seed in args.seeds:
+            keyed = {**setting, "filter_weights": filter_digest if setting["filter"] is not None else None}
+            measured = results.get(keyed, seed)
+            if measured is not None:
+                print(f"{name(setting)}, seed {seed}: reused from {results.path}", flush=True)
+                vals.append(measured[0])
+                tests.append(measured[1])
+                continue
             data = real_data(args.data, per_class)
             if setting["mixed"]:
                 filtered = setting["filter"] is not None
@@ -158,6 +224,7 @@ def main() -> None:
             except ValueError as err:  # e.g. a filter that rejects nearly every sample: report, go on
                 print(f"{name(setting)}: {err}", flush=True)
                 break
+            results.add(keyed, seed, val, test)
             vals.append(val)
             tests.append(test)
         if len(tests) < len(args.seeds):

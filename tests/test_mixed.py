@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -277,3 +280,52 @@ def test_the_cache_key_includes_the_filter_and_its_confidence(real, cgan_ckpt, t
 def test_bad_filter_settings_name_the_key(real, cgan_ckpt, tmp_path, kwargs, key):
     with pytest.raises(ValueError, match=re.escape(f"{key} is not allowed")):
         mixed(real, cgan_ckpt, tmp_path, **kwargs)
+
+
+def augment_benchmark():
+    spec = importlib.util.spec_from_file_location("augment_benchmark", REPO / "benchmarks" / "augment.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_augment_benchmark_keeps_what_it_measured_when_killed_and_a_rerun_measures_only_the_rest(
+    cgan_ckpt, tmp_path, monkeypatch
+):
+    bench = augment_benchmark()
+    monkeypatch.setattr(bench, "FACTORS", [{"ratio": "1:2"}])  # 4 settings: real cnn and resnet, default, 1:2
+    measure, calls = bench.accuracies, []
+
+    def killed_at_the_third(*args):
+        calls.append(args[1:3])
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the run dies in the middle of the grid
+        return measure(*args)
+
+    argv = ["--data=digits", "--seeds", "0", "--steps=2", f"--gan-ckpt={cgan_ckpt}", f"--out={tmp_path}"]
+    monkeypatch.setattr(bench, "accuracies", killed_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(argv)
+    kept = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [entry["setting"] for entry in kept] == ["real only (cnn)", "real only (resnet)"]
+
+    calls.clear()
+    monkeypatch.setattr(bench, "accuracies", lambda *args: calls.append(args[1:3]) or measure(*args))
+    bench.main(argv)
+    assert calls == [("cnn", 0), ("cnn", 0)]  # the default and the 1:2 row
+    with open(tmp_path / "augment.csv") as f:
+        rows = {row["setting"]: row for row in csv.DictReader(f)}
+    assert list(rows) == ["real only (cnn)", "real only (resnet)", "real+gen default", "real+gen ratio=1:2"]
+    assert float(rows["real only (resnet)"]["val_acc"]) == kept[1]["val"]
+
+    # results are reused only for the same GAN bytes, data and classifier budget
+    context = {"data": "digits", "per_class": 100, "steps": 2, "gan": bench.file_digest(cgan_ckpt)}
+    real_cnn = {"mixed": False, **bench.DEFAULT, "filter_weights": None}
+    results = bench.Results(tmp_path / "results.jsonl", context)
+    assert results.get(real_cnn, 0) == (kept[0]["val"], kept[0]["test"])
+    for change in ({"gan": "another checkpoint"}, {"steps": 3}, {"per_class": 50}):
+        assert bench.Results(tmp_path / "results.jsonl", {**context, **change}).get(real_cnn, 0) is None
+    # each run retrains the filter; filtered rows are keyed by its weights, which the same seed reproduces
+    small = bench.real_data("digits", 100)
+    first, again, other = (bench.train_classifier(small, "cnn", seed, 2, tmp_path) for seed in (0, 0, 1))
+    assert bench.weights_digest(first) == bench.weights_digest(again) != bench.weights_digest(other)
