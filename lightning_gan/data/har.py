@@ -226,7 +226,8 @@ def har_windows() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def channel_stats(windows: np.ndarray, subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation (6,) over the windows of the training subjects only."""
+    """Per-channel mean and standard deviation (6,) over the windows of every subject but the test ones (the
+    validation subjects' unlabelled windows included)."""
     train = windows[~np.isin(subjects, TEST_SUBJECTS)]  # (n, 6, 128)
     return train.mean(axis=(0, 2), dtype=np.float64), train.std(axis=(0, 2), dtype=np.float64)
 
