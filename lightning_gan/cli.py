@@ -18,7 +18,7 @@ from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from lightning_gan.callbacks import GANCheckpoint
+from lightning_gan.callbacks import GANCheckpoint, SlurmRequeue
 
 #: Errors the project raises for bad settings; the CLI prints them as a one-line usage error, no traceback.
 CONFIG_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError)
@@ -177,5 +177,12 @@ def run(args: Sequence[str] | None = None) -> GANCLI | None:
 
 
 def main() -> None:
-    """Entry point of ``lightning-gan`` and ``python -m lightning_gan``."""
-    run()
+    """Entry point of ``lightning-gan`` and ``python -m lightning_gan``. Exits with
+    :attr:`SlurmRequeue.EXIT_STATUS` when that callback stopped the run for a SLURM time limit, so that the
+    batch script requeues the job (``configs/slurm/train.sh``)."""
+    cli = run()
+    trainer = getattr(cli, "trainer", None)
+    if trainer is not None and any(
+        isinstance(c, SlurmRequeue) and c.stopped_at is not None for c in trainer.callbacks
+    ):
+        sys.exit(SlurmRequeue.EXIT_STATUS)

@@ -181,8 +181,9 @@ def test_image_size_comes_from_the_data_module_not_typed_twice(tmp_path):
 def test_readme_test_command_is_what_ci_runs():
     readme_lines = (REPO / "README.md").read_text().splitlines()[:2]
     test_command = readme_lines[1].split("&&")[-1].strip()
-    assert test_command.startswith("python -m pytest")
+    assert test_command == "bash .ci/tests"
     assert test_command in (REPO / ".ci" / "run").read_text().splitlines()
+    assert "python -m pytest tests -n 2 " in (REPO / ".ci" / "tests").read_text()  # on both cores
     assert "lightning-gan fit --config configs/dcgan.yaml" in readme_lines[0]
 
 
