@@ -25,7 +25,8 @@ pytestmark = [pytest.mark.slurm, pytest.mark.timeout(1200)]
 
 CPU_NODE = ["--gpus-per-node=0", "--cpus-per-task=1"]  # what a CPU-only node needs besides --ntasks-per-node
 EXTRA_STEPS = 10  # the requeued run trains this many generator steps past the one it stopped at
-UNFINISHED = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "SUSPENDED")
+# job states on the way (SIGNALING: while the time-limit signal is delivered)
+UNFINISHED = ("PENDING", "CONFIGURING", "RUNNING", "SIGNALING", "COMPLETING", "REQUEUED", "STAGE_OUT")
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,7 @@ def test_time_limited_jobs_save_requeue_once_and_resume_their_own_run_with_1_and
                 jobs[job_id].write_text(f"trainer:\n  max_steps: {stopped_at[job_id] + EXTRA_STEPS}\n")
                 pending.discard(job_id)
             else:
-                assert job(job_id)["JobState"] in ("PENDING", "RUNNING"), log[-3000:]
+                assert job(job_id)["JobState"] in UNFINISHED, log[-3000:]
         time.sleep(0.2)
 
     for job_id, tasks in zip(jobs, (1, 2), strict=True):
