@@ -19,6 +19,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_gan.callbacks import GANCheckpoint, SlurmRequeue
+from lightning_gan.loggers import ConfigToLoggers
 
 #: Errors the project raises for bad settings; the CLI prints them as a one-line usage error, no traceback.
 CONFIG_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError)
@@ -86,12 +87,15 @@ class GANCLI(LightningCLI):
             trainer.logger = Namespace(
                 class_path="lightning_gan.loggers.CSVLogger", init_args=Namespace(save_dir=str(root))
             )
+        logger = trainer.logger
+        wandb = isinstance(logger, Namespace) and logger.class_path.endswith("WandbLogger")
         last = None
         if config.get("ckpt_path") == "last":
             # Out of the box Lightning looks for "last" in the new run's own, new, version folder, finds
-            # nothing and quietly starts from scratch; resume the newest run under default_root_dir, in place.
+            # nothing and quietly starts from scratch; resume the newest run under default_root_dir, in place,
+            # and only among this logger's runs: a W&B resume never continues a CSV run, nor the reverse.
             try:
-                last = find_last_checkpoint(root)
+                last = find_last_checkpoint(self._runs_folder(logger, root, wandb))
             except FileNotFoundError as err:
                 self.parser.error(str(err))
             config.ckpt_path = str(last)
@@ -99,16 +103,34 @@ class GANCLI(LightningCLI):
             # The run's config.yaml stays as it was; each resume records its own config beside it.
             resumes = len(list(run_dir.glob("config_resume_*.yaml")))
             self.save_config_kwargs["config_filename"] = f"config_resume_{resumes + 1}.yaml"
-            logger = trainer.logger
-            if isinstance(logger, Namespace) and logger.class_path.rsplit(".", 1)[-1] in (
-                "CSVLogger",
-                "TensorBoardLogger",
-            ):
+            if not wandb and isinstance(logger, Namespace):
                 logger.init_args.save_dir = str(run_dir.parent.parent)
                 logger.init_args.name = run_dir.parent.name
                 logger.init_args.version = run_dir.name
-        if isinstance(trainer.logger, Namespace) and trainer.logger.class_path.endswith("WandbLogger"):
-            self._prepare_wandb(trainer.logger.init_args, root, last)
+        if wandb:
+            trainer.enable_autolog_hparams = False  # ConfigToLoggers logs every setting, as its flag
+            self._prepare_wandb(logger.init_args, root, last)
+
+    @staticmethod
+    def _runs_folder(logger: Namespace | None, root: Path, wandb: bool) -> Path:
+        """Where this run's logger keeps its runs (``--ckpt_path last`` looks only there): W&B's
+        ``<save_dir>/<run id>`` folders (the agent's run alone when ``WANDB_RUN_ID`` is set), or a CSV or
+        TensorBoard logger's ``<save_dir>/<name>``."""
+        if not isinstance(logger, Namespace):
+            return root
+        init_args = logger.get("init_args") or Namespace()
+        if wandb:
+            folder = GANCLI._wandb_save_dir(init_args, root)
+            run_id = init_args.get("id") or os.environ.get("WANDB_RUN_ID")
+            return folder / run_id if run_id else folder
+        if logger.class_path.rsplit(".", 1)[-1] in ("CSVLogger", "TensorBoardLogger"):
+            return Path(init_args.get("save_dir") or root) / (init_args.get("name") or "lightning_logs")
+        return root
+
+    @staticmethod
+    def _wandb_save_dir(init_args: Namespace, root: Path) -> Path:
+        save_dir = init_args.get("save_dir")
+        return root / "wandb" if save_dir in (None, ".") else Path(save_dir)
 
     def _prepare_wandb(self, init_args: Namespace, root: Path, last: Path | None) -> None:
         """One folder per W&B run, and a clear error instead of a login prompt or a hang.
@@ -137,8 +159,7 @@ class GANCLI(LightningCLI):
             or secrets.token_hex(4)  # 8 characters of [0-9a-f], like W&B's own run ids
         )
         init_args.id = run_id
-        save_dir = init_args.get("save_dir")
-        init_args.save_dir = str(Path(root / "wandb" if save_dir in (None, ".") else save_dir) / run_id)
+        init_args.save_dir = str(self._wandb_save_dir(init_args, root) / run_id)
 
     def _run_subcommand(self, subcommand: str) -> None:
         # A setting that only the assembled run can check (a model.setup or callback.setup hook) fails with
@@ -173,6 +194,7 @@ def run(args: Sequence[str] | None = None) -> GANCLI | None:
         args=None if args is None else argv,
         parser_kwargs={"description": "Train GANs (fit, ...). Also: lightning-gan generate --help"},
         auto_configure_optimizers=False,
+        save_config_callback=ConfigToLoggers,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -24,6 +25,14 @@ def _shard(n: int, rank: int, world_size: int) -> slice:
     """Rank ``rank``'s contiguous share of ``n`` items. torchmetrics gathers list states in rank order, so
     contiguous shards put the samples back in single-process order (IS splits and KID subsets then match)."""
     return slice(n * rank // world_size, n * (rank + 1) // world_size)
+
+
+#: Which way each metric improves: W&B's run summary shows the best value (as sweep tables and the best-by-FID
+#: checkpoint see it), not the last one.
+BEST = {
+    "is": "max", "fid": "min", "kid": "min", "coverage": "max", "classes_covered": "max", "class_kl": "min",
+    "label_agreement": "max",
+}  # fmt: skip
 
 
 class GANMetrics(Callback):
@@ -108,6 +117,11 @@ class GANMetrics(Callback):
         return cached_digits_judge(trainer.datamodule, self.judge_cache_dir, strategy=trainer.strategy)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit" and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    for name, best in BEST.items():
+                        logger.experiment.define_metric(f"metrics/{name}", summary=best)
         # Fail before training when no judge can be had; the judge itself is built at the first evaluation,
         # so a short run (or a test) never trains one.
         if (
