@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_gan.callbacks import GANCheckpoint, SlurmRequeue
 from lightning_gan.loggers import ConfigToLoggers
@@ -90,6 +91,14 @@ class GANCLI(LightningCLI):
         logger = trainer.logger
         wandb = isinstance(logger, Namespace) and logger.class_path.endswith("WandbLogger")
         last = None
+        if wandb and config.get("ckpt_path") is None and os.environ.get("WANDB_RUN_ID"):
+            # A sweep agent's trial started again with the same run id (a requeued SLURM job, W&B's own
+            # resume of a preempted run): the id names one run, so continue it from its checkpoint rather than
+            # start a second run in the same folder under the same id.
+            agent_run = self._runs_folder(logger, root, wandb)
+            if list(agent_run.glob("**/checkpoints/last*.ckpt")):
+                rank_zero_info(f"W&B run {agent_run.name} has a checkpoint in {agent_run}: resuming it")
+                config.ckpt_path = "last"
         if config.get("ckpt_path") == "last":
             # Out of the box Lightning looks for "last" in the new run's own, new, version folder, finds
             # nothing and quietly starts from scratch; resume the newest run under default_root_dir, in place,

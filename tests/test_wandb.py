@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from lightning_gan.cli import run
@@ -189,6 +194,8 @@ def agent_command(path: Path, params: dict[str, object], monkeypatch) -> tuple[l
 
     monkeypatch.setattr(wandb_agent, "AgentProcess", Recorded)
     monkeypatch.setenv("WANDB_SWEEP_ID", "sweep42")
+    for name in ("WANDB_DIR", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH"):  # the agent sets them in os.environ
+        monkeypatch.delenv(name, raising=False)
     agent = wandb_agent.Agent(api=None, queue=None, sweep_id="sweep42")
     agent._sweep_command = yaml.safe_load(path.read_text())["command"]
     run_id = f"trial{len(params)}{abs(hash(str(params))) % 10**6}"
@@ -219,6 +226,7 @@ def test_every_sweep_is_valid_for_w_and_b_s_engine_and_its_trials_run_as_the_age
         monkeypatch.setenv(name, env[name])
     import wandb
 
+    wandb.teardown()  # a trial is a new process: nothing of an earlier run's W&B settings is left
     cli = run([*command[1:], "--trainer.max_steps=2", *TINY])
     config = dict(cli.trainer.logger.experiment.config)
     wandb.finish()
@@ -228,3 +236,39 @@ def test_every_sweep_is_valid_for_w_and_b_s_engine_and_its_trials_run_as_the_age
     preset = yaml.safe_load((REPO / command[3]).read_text())["model"]["class_path"].rsplit(".", 1)[-1]
     run_dir = user_dir / "runs" / preset.lower() / "wandb" / env["WANDB_RUN_ID"]
     assert Path(cli.trainer.log_dir).resolve() == run_dir
+
+
+def test_a_requeued_sweep_trial_continues_its_wandb_run_and_checkpoint(user_dir, monkeypatch):
+    """SLURM's time-limit signal stops a trial that W&B's agent started; the requeued job runs the same
+    command with the same environment again, and it continues the same W&B run from its checkpoint."""
+    path = REPO / "configs" / "sweeps" / "ttur_ncritic.yaml"
+    command, env = agent_command(path, sweep_trials(path)[0], monkeypatch)
+    budget = user_dir / "budget.yaml"
+    budget.write_text("trainer:\n  max_steps: 100000\n")
+    small = ["--model.generator.init_args.base_channels=4", "--model.discriminator.init_args.base_channels=4"]
+    command = [*command, f"--config={budget}", "--checkpoint.every_n_train_steps=5", *small, *TINY]
+    env = {**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}", "OMP_NUM_THREADS": "1"}
+    env.pop("WANDB_SERVICE", None)  # this test process's W&B service, not one a trial would share
+    run_dir = user_dir / "runs" / "wgangp" / "wandb" / env["WANDB_RUN_ID"]
+
+    trial = subprocess.Popen(
+        command, cwd=user_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 300
+    while not list(run_dir.glob("**/checkpoints/step=000005.ckpt")):
+        assert trial.poll() is None and time.monotonic() < deadline, trial.stderr.read().decode()[-3000:]
+        time.sleep(0.05)
+    trial.send_signal(signal.SIGUSR1)  # what SLURM sends before the time limit
+    assert trial.wait(timeout=300) == 75, trial.stderr.read().decode()[-3000:]
+    (last,) = run_dir.glob("**/checkpoints/last.ckpt")
+    stopped_at = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+
+    budget.write_text(f"trainer:\n  max_steps: {stopped_at + 3}\n")
+    again = subprocess.run(command, cwd=user_dir, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-6000:]
+    assert f"W&B run {env['WANDB_RUN_ID']} has a checkpoint" in again.stderr
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == stopped_at + 3
+    assert [p.name for p in (user_dir / "runs" / "wgangp" / "wandb").iterdir()] == [env["WANDB_RUN_ID"]]
+    assert len(list(run_dir.glob("config_resume_*.yaml"))) == 1
+    offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 2 and all(r.name.endswith(env["WANDB_RUN_ID"]) for r in offline_runs)
