@@ -14,13 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_gan.callbacks import GANCheckpoint, SlurmRequeue
-from lightning_gan.loggers import ConfigToLoggers
+from lightning_gan.loggers import ConfigToLoggers, CSVLogger
 
 #: Errors the project raises for bad settings; the CLI prints them as a one-line usage error, no traceback.
 CONFIG_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError)
@@ -108,6 +109,9 @@ class GANCLI(LightningCLI):
             except FileNotFoundError as err:
                 self.parser.error(str(err))
             config.ckpt_path = str(last)
+            self._resumed_step = int(
+                torch.load(last, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+            )
             run_dir = last.parent.parent  # <save_dir>/<name>/<version>/checkpoints/last.ckpt
             # The run's config.yaml stays as it was; each resume records its own config beside it.
             resumes = len(list(run_dir.glob("config_resume_*.yaml")))
@@ -169,6 +173,11 @@ class GANCLI(LightningCLI):
         )
         init_args.id = run_id
         init_args.save_dir = str(self._wandb_save_dir(init_args, root) / run_id)
+
+    def before_fit(self) -> None:
+        for logger in self.trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                logger.resumed_step = getattr(self, "_resumed_step", None)
 
     def _run_subcommand(self, subcommand: str) -> None:
         # A setting that only the assembled run can check (a model.setup or callback.setup hook) fails with

@@ -15,23 +15,44 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 
 class _AppendingWriter(ExperimentWriter):
-    """Lightning's writer deletes an existing metrics.csv; this one appends to it, keeping its columns."""
+    """Lightning's writer deletes an existing metrics.csv; this one appends to it, keeping its columns, and
+    first drops the rows of steps after ``keep_up_to`` (the resumed checkpoint's step): those steps are
+    trained and logged again, so each step keeps one row even after a kill between two checkpoints."""
+
+    def __init__(self, log_dir: str, keep_up_to: int | None = None) -> None:
+        self.keep_up_to = keep_up_to
+        super().__init__(log_dir)
 
     def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-                self.metrics_keys = list(csv.DictReader(file).fieldnames or [])
+        if not self._fs.isfile(self.metrics_file_path):
+            return
+        with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+            reader = csv.DictReader(file)
+            self.metrics_keys = list(reader.fieldnames or [])
+            rows = list(reader)
+        kept = [r for r in rows if self.keep_up_to is None or int(float(r["step"])) <= self.keep_up_to]
+        if len(kept) == len(rows):
+            return
+        temporary = f"{self.metrics_file_path}.tmp"
+        with self._fs.open(temporary, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(kept)
+        self._fs.mv(temporary, self.metrics_file_path)
 
 
 class CSVLogger(LightningCSVLogger):
-    """Lightning's CSVLogger, but appending to the run's ``metrics.csv`` on ``--ckpt_path last``."""
+    """Lightning's CSVLogger, but appending to the run's ``metrics.csv`` on ``--ckpt_path last`` (keeping
+    only the rows up to :attr:`resumed_step`, which the CLI sets to the checkpoint's step)."""
+
+    resumed_step: int | None = None
 
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir, keep_up_to=self.resumed_step)
         return self._experiment
 
 

@@ -91,3 +91,18 @@ def test_runs_write_their_checkpoints_atomically(run_fit, tmp_path):
 
     cli = run_fit(tmp_path, "--trainer.max_steps=1")
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_a_resumed_run_logs_each_step_once_though_it_was_killed_after_its_last_checkpoint(run_fit, tmp_path):
+    import shutil
+
+    run_fit(tmp_path, "--trainer.max_steps=6", "--checkpoint.every_n_train_steps=3")
+    checkpoints = next(tmp_path.glob("lightning_logs/version_0/checkpoints"))
+    # as if killed after step 5: metrics.csv has rows up to there, last.ckpt holds step 3
+    shutil.copy(checkpoints / "step=000003.ckpt", checkpoints / "last.ckpt")
+    metrics = checkpoints.parent / "metrics.csv"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join(line for line in lines if not line.endswith(",6")) + "\n")
+    run_fit(tmp_path, "--trainer.max_steps=6", "--checkpoint.every_n_train_steps=3", "--ckpt_path=last")
+    steps = [int(line.rsplit(",", 1)[-1]) for line in metrics.read_text().splitlines()[1:]]
+    assert steps == [1, 2, 3, 4, 5, 6]  # steps 4 and 5 were trained twice but are logged once

@@ -188,4 +188,6 @@ def test_launch_settings_that_cannot_work_fail_at_once_saying_what_to_change(clo
     log = (clone / "runs" / "slurm" / f"lightning-gan-{job_id}.out").read_text(errors="replace")
     assert (info["JobState"], info["ExitCode"], info["Restarts"]) == ("FAILED", "2:0", "0")
     assert message in log, log
+    print(f"job {job_id} ({' '.join(options + list(args))}): {info['JobState']}, exit {info['ExitCode']}, "
+          f"restarts {info['Restarts']}, in {info['RunTime']}: {message}")  # fmt: skip
     assert "srun" not in log and not (clone / "runs" / "slurm" / f"lightning-gan-{job_id}").exists()
