@@ -9,6 +9,7 @@ from __future__ import annotations
 import netrc
 import os
 import secrets
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -216,13 +217,50 @@ def run(args: Sequence[str] | None = None) -> GANCLI | None:
     )
 
 
+#: Set by ``configs/slurm/sweep.sh``: where a W&B sweep trial writes how to start it again after a requeue.
+TRIAL_RECORD = "LIGHTNING_GAN_TRIAL_RECORD"
+
+
+def write_trial_record() -> Path | None:
+    """Under ``configs/slurm/sweep.sh`` (``$LIGHTNING_GAN_TRIAL_RECORD`` set), a sweep agent's trial
+    (``WANDB_RUN_ID`` set) writes a bash script that starts it again as it was started: its folder, its
+    ``WANDB_*`` environment and its command line. A requeued job runs it before its agent asks for another
+    trial, and the trial, seeing its run id's checkpoint, resumes it. Returns the script's path."""
+    path = os.environ.get(TRIAL_RECORD)
+    if not path or not os.environ.get("WANDB_RUN_ID") or os.environ.get("SLURM_PROCID", "0") != "0":
+        return None
+    environment = {
+        k: v for k, v in os.environ.items() if k.startswith("WANDB_") and k != "WANDB_SERVICE"
+    }  # WANDB_SERVICE: the agent's own W&B process, gone after a requeue
+    lines = [
+        "#!/bin/bash",
+        "# A W&B sweep trial that SLURM's time limit interrupted; configs/slurm/sweep.sh runs it again.",
+        f"cd {shlex.quote(os.getcwd())}",
+        *(f"export {k}={shlex.quote(v)}" for k, v in sorted(environment.items())),
+        "exec " + shlex.join([sys.executable, "-m", "lightning_gan", *sys.argv[1:]]),
+    ]
+    record = Path(path)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    temporary = record.with_name(f".{record.name}.tmp")
+    temporary.write_text("\n".join(lines) + "\n")
+    temporary.replace(record)
+    return record
+
+
 def main() -> None:
     """Entry point of ``lightning-gan`` and ``python -m lightning_gan``. Exits with
     :attr:`SlurmRequeue.EXIT_STATUS` when that callback stopped the run for a SLURM time limit, so that the
-    batch script requeues the job (``configs/slurm/train.sh``)."""
-    cli = run()
-    trainer = getattr(cli, "trainer", None)
-    if trainer is not None and any(
-        isinstance(c, SlurmRequeue) and c.stopped_at is not None for c in trainer.callbacks
-    ):
+    batch script requeues the job (``configs/slurm/train.sh``); a sweep trial's record
+    (:func:`write_trial_record`) is kept only then."""
+    record = write_trial_record()
+    stopped = False
+    try:
+        trainer = getattr(run(), "trainer", None)
+        stopped = trainer is not None and any(
+            isinstance(c, SlurmRequeue) and c.stopped_at is not None for c in trainer.callbacks
+        )
+    finally:
+        if record is not None and not stopped:
+            record.unlink(missing_ok=True)
+    if stopped:
         sys.exit(SlurmRequeue.EXIT_STATUS)

@@ -168,3 +168,22 @@ def test_slurm_requeue_refuses_a_run_that_keeps_no_last_ckpt(run_fit, tmp_path, 
                 "--trainer.callbacks+=lightning_gan.callbacks.SlurmRequeue")  # fmt: skip
     assert exit_info.value.code == 2
     assert "no GANCheckpoint saves last.ckpt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "extra_env", "message"),
+    [
+        ((), {}, "no sweep: sbatch configs/slurm/sweep.sbatch <entity>/<project>/<sweep id>"),
+        (("me/proj/abc", "x"), {}, "trials=x is not allowed"),
+        (("me/proj/abc",), {"SLURM_NTASKS": "2"}, "--ntasks=2 is not allowed: one agent per job"),
+        (("me/proj/abc",), {"SBATCH_SIGNAL": "B:USR1@120"}, "sends the signal to this batch script only"),
+    ],
+)
+def test_sweep_sh_refuses_settings_that_cannot_work_before_any_agent(tmp_path, args, extra_env, message):
+    env = slurm_env(tmp_path, **extra_env)
+    result = subprocess.run(
+        ["bash", str(REPO / "configs" / "slurm" / "sweep.sbatch"), *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not (tmp_path / "runs").exists()

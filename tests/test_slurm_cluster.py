@@ -8,6 +8,7 @@ Without a cluster they fail, never skip. ``test_requeue.py`` checks the same aga
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from tests.conftest import REPO
 
@@ -63,7 +65,14 @@ def cancel_leftover_jobs():
 SUBMITTED: list[str] = []
 
 
-def submit(clone: Path, *options: str, args: tuple[str, ...] = (), config: str = "configs/dcgan.yaml") -> str:
+def submit(
+    clone: Path,
+    *options: str,
+    args: tuple[str, ...] = (),
+    config: str = "configs/dcgan.yaml",
+    template: str = "1node.sbatch",
+    **extra_env: str,
+) -> str:
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # where `lightning-gan` is installed
@@ -71,9 +80,10 @@ def submit(clone: Path, *options: str, args: tuple[str, ...] = (), config: str =
         "CONFIG": config,
         "OMP_NUM_THREADS": "1",
         "LIGHTNING_GAN_CACHE": str(clone / ".cache"),
+        **extra_env,
     }
     out = subprocess.run(
-        ["sbatch", *options, "configs/slurm/1node.sbatch", *args],
+        ["sbatch", *options, f"configs/slurm/{template}", *args],
         cwd=clone, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -153,7 +163,7 @@ def test_time_limited_jobs_save_requeue_once_and_resume_their_own_run_with_1_and
         # own line for a requeue ("CANCELLED ... DUE TO JOB REQUEUE") is the only cancellation
         first, _, _ = re.split(rf"(\[train.sh [^]]*\] every task stopped .* requeueing job {job_id})", log)
         assert exited_75(first) == set(range(tasks)) and "Traceback" not in log
-        assert re.findall(r"CANCELLED AT \S+ DUE TO ([\w ]+)", log) in ([], ["JOB REQUEUE"])
+        assert re.findall(r"CANCELLED AT \S+ DUE TO (\w+(?: \w+)*)", log) in ([], ["JOB REQUEUE"])
         assert "TIME LIMIT" not in log
         run_dir = clone / "runs" / "slurm" / f"lightning-gan-{job_id}"
         own = f"{run_dir.relative_to(clone)}/lightning_logs/version_0/checkpoints/last.ckpt"
@@ -191,3 +201,68 @@ def test_launch_settings_that_cannot_work_fail_at_once_saying_what_to_change(clo
     print(f"job {job_id} ({' '.join(options + list(args))}): {info['JobState']}, exit {info['ExitCode']}, "
           f"restarts {info['Restarts']}, in {info['RunTime']}: {message}")  # fmt: skip
     assert "srun" not in log and not (clone / "runs" / "slurm" / f"lightning-gan-{job_id}").exists()
+
+
+def test_a_requeued_sweep_job_finishes_its_interrupted_trial_before_its_agent_asks_for_another(
+    clone, tmp_path
+):
+    """configs/slurm/sweep.sbatch with W&B's own agent loop (tests/sweep_agent.py: only the server's answers
+    come from a file, since W&B's server cannot be reached here), offline, two trials per job."""
+    sweep = yaml.safe_load((clone / "configs" / "sweeps" / "ttur_ncritic.yaml").read_text())
+    budget = tmp_path / "budget.yaml"
+    budget.write_text("trainer:\n  max_steps: 1000000\n")
+    at = sweep["command"].index("${args}")
+    sweep["command"][at:at] = [f"--config={budget}", "--checkpoint.every_n_train_steps=20"]
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    state = tmp_path / "handed_out.json"
+    agent = f"{sys.executable} {clone / 'tests' / 'sweep_agent.py'} {tmp_path / 'sweep.yaml'} {state}"
+    job_id = submit(
+        clone, *CPU_NODE, "--time=4", args=("sweep42", "2"), template="sweep.sbatch",
+        AGENT=agent, WANDB_MODE="offline", WANDB_SILENT="true",
+    )  # fmt: skip
+    log_file = clone / "runs" / "slurm" / f"lightning-gan-sweep-{job_id}.out"
+    runs = clone / "runs" / "wgangp" / "wandb"
+
+    def log() -> str:
+        return log_file.read_text(errors="replace") if log_file.exists() else ""
+
+    deadline = time.monotonic() + 600
+    while not (found := re.search(r"SlurmRequeue: SIGUSR1 at generator step (\d+)", log())):
+        assert job(job_id)["JobState"] in UNFINISHED and time.monotonic() < deadline, log()[-3000:]
+        time.sleep(0.2)
+    stopped_at = int(found.group(1))
+    budget.write_text(f"trainer:\n  max_steps: {stopped_at + EXTRA_STEPS}\n")  # for the requeued trial
+    first = json.loads(state.read_text())[0]["run_id"]
+    last = runs / first / "lightning-gan" / first / "checkpoints" / "last.ckpt"
+
+    def step(checkpoint: Path) -> int | None:
+        if not checkpoint.exists():
+            return None
+        return torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
+
+    while step(last) != stopped_at + EXTRA_STEPS:
+        assert job(job_id)["JobState"] in UNFINISHED and time.monotonic() < deadline, log()[-3000:]
+        time.sleep(0.2)
+    finished_first = last.stat().st_mtime
+    budget.write_text("trainer:\n  max_steps: 2\n")  # the next trial is short
+
+    info = wait(job_id, lambda i: i["JobState"] not in UNFINISHED, 600)
+    text = log()
+    assert (info["JobState"], info["Restarts"], info["ExitCode"]) == ("COMPLETED", "1", "0:0"), text[-3000:]
+    handed = json.loads(state.read_text())
+    # one trial before the requeue, then the interrupted one finished, and only then the agent's next trial
+    assert [t["run_id"] for t in handed] == [first, "trial002"]
+    assert handed[1]["time"] > finished_first
+    assert text.count(f"requeueing job {job_id}") == 1 and "finishing the interrupted trial first" in text
+    assert f"W&B run {first} has a checkpoint" in text and "Traceback" not in text
+    assert sorted(p.name for p in runs.iterdir()) == [first, "trial002"]
+    assert len(list((runs / first / "wandb").glob(f"offline-run-*-{first}"))) == 2  # one W&B run, resumed
+    second = runs / "trial002" / "lightning-gan" / "trial002" / "checkpoints" / "last.ckpt"
+    assert step(second) == 2
+    records = clone / "runs" / "slurm" / f"lightning-gan-sweep-{job_id}"
+    assert not (records / "interrupted-trial.sh").exists()
+    assert len((records / "trials-finished").read_text().splitlines()) == 2
+    print(
+        f"sweep job {job_id}: {info['JobState']}, restarts {info['Restarts']}, trial {first} requeued at "
+        f"generator step {stopped_at}, finished at {stopped_at + EXTRA_STEPS} before trial002 was asked for"
+    )

@@ -249,6 +249,8 @@ def test_a_requeued_sweep_trial_continues_its_wandb_run_and_checkpoint(user_dir,
     command = [*command, f"--config={budget}", "--checkpoint.every_n_train_steps=5", *small, *TINY]
     env = {**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}", "OMP_NUM_THREADS": "1"}
     env.pop("WANDB_SERVICE", None)  # this test process's W&B service, not one a trial would share
+    record = user_dir / "job" / "interrupted-trial.sh"
+    env["LIGHTNING_GAN_TRIAL_RECORD"] = str(record)
     run_dir = user_dir / "runs" / "wgangp" / "wandb" / env["WANDB_RUN_ID"]
 
     trial = subprocess.Popen(
@@ -263,12 +265,19 @@ def test_a_requeued_sweep_trial_continues_its_wandb_run_and_checkpoint(user_dir,
     (last,) = run_dir.glob("**/checkpoints/last.ckpt")
     stopped_at = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
 
+    # the trial left a record of how it was started (configs/slurm/sweep.sh runs it in the requeued job, whose
+    # environment has none of the agent's WANDB_* variables)
+    assert record.is_file() and f"export WANDB_RUN_ID={env['WANDB_RUN_ID']}" in record.read_text()
     budget.write_text(f"trainer:\n  max_steps: {stopped_at + 3}\n")
-    again = subprocess.run(command, cwd=user_dir, env=env, capture_output=True, text=True, timeout=300)
+    requeued_env = {k: v for k, v in env.items() if not k.startswith("WANDB_") or k == "WANDB_MODE"}
+    again = subprocess.run(
+        ["bash", str(record)], cwd=REPO, env=requeued_env, capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0, again.stderr[-6000:]
     assert f"W&B run {env['WANDB_RUN_ID']} has a checkpoint" in again.stderr
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == stopped_at + 3
     assert [p.name for p in (user_dir / "runs" / "wgangp" / "wandb").iterdir()] == [env["WANDB_RUN_ID"]]
     assert len(list(run_dir.glob("config_resume_*.yaml"))) == 1
+    assert not record.exists()  # finished: nothing to run again
     offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 2 and all(r.name.endswith(env["WANDB_RUN_ID"]) for r in offline_runs)
