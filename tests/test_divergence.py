@@ -108,6 +108,23 @@ def test_a_loss_trend_stop_does_not_write_the_collapsed_weights_to_last_ckpt(tmp
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == stopped // 10 * 10
 
 
+def test_a_stop_on_a_checkpoint_step_leaves_last_ckpt_at_the_previous_good_step(tmp_path):
+    # The loss-trend rule fires at step 20, a checkpoint step: neither step 20's periodic save nor last.ckpt
+    # may hold the diverged state (checkpoint callbacks run after the watch within a step).
+    checkpoint = GANCheckpoint(
+        dirpath=tmp_path, filename="{step}", every_n_train_steps=10, save_top_k=-1, save_last=True
+    )
+    watch = DivergenceWatch(window=10, min_steps=0, d_loss_floor=0.05, g_loss_growth=2.0)
+    d, g = FAIR + BEATEN, FAIR + [3.0] * 30
+    trainer = tiny_trainer(
+        tmp_path, max_steps=len(d), callbacks=[watch, checkpoint], enable_checkpointing=True
+    )
+    trainer.fit(ScriptedLosses(d, g))
+    assert trainer.global_step == 20 and watch.reason
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["last.ckpt", "step=10.ckpt"]
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 10
+
+
 def test_a_healthy_run_of_the_same_length_does_not_fire(tmp_path):
     seed_everything(0)
     # No metrics/coverage is logged in this run: an absent reading must be ignored, not read as 0.

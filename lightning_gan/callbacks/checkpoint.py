@@ -61,7 +61,17 @@ class GANCheckpoint(ModelCheckpoint):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own CheckpointIO
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
+    @staticmethod
+    def _diverged(trainer: Trainer) -> bool:
+        """Whether a DivergenceWatch stopped training: from then on nothing is saved, so ``last.ckpt`` stays at
+        the last periodic save before the collapse (checkpoint callbacks run after the watch in a step)."""
+        from lightning_gan.callbacks.divergence import DivergenceWatch
+
+        return any(isinstance(cb, DivergenceWatch) and cb.reason for cb in trainer.callbacks)
+
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if self._diverged(trainer):
+            return
         if pl_module.automatic_optimization:
             super().on_train_batch_end(trainer, pl_module, *args)
             return
@@ -73,10 +83,8 @@ class GANCheckpoint(ModelCheckpoint):
         self._save_last_checkpoint(trainer, candidates)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        from lightning_gan.callbacks.divergence import DivergenceWatch
-
-        if any(isinstance(cb, DivergenceWatch) and cb.reason for cb in trainer.callbacks):
-            return  # stopped for divergence: last.ckpt stays at the last periodic save, before the collapse
+        if self._diverged(trainer):
+            return
         if self.save_last and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
