@@ -1,3 +1,4 @@
+import functools
 from typing import get_args
 
 import pytest
@@ -126,6 +127,28 @@ def test_apply_spectral_norm_wraps_every_weight_layer(net_kind):
     assert all(len(m.parametrizations.weight) == 1 for m in layers)
     x = torch.randn(N, 1, 28, 28) if net_kind == "d" else torch.randn(N, LATENT)
     net(x)  # still runs
+
+
+@pytest.mark.parametrize("kind", ["projection", "concat", "mlp"])
+def test_spectral_norm_reaches_every_weight_of_a_conditional_d_embeddings_included(kind):
+    from lightning_gan.models import GAN
+    from lightning_gan.nets.mlp import MLPDiscriminator
+
+    if kind == "mlp":
+        factory = functools.partial(MLPDiscriminator, hidden=(16,))
+    else:
+        factory = functools.partial(DCGANDiscriminator, base_channels=8, norm="none", label_input=kind)
+    d = GAN(discriminator=factory, num_classes=10, conditioning="cgan", spectral_norm=True).discriminator
+    weights = [m for m in d.modules() if isinstance(m, nn.Embedding | nn.Linear | nn.Conv2d)]
+    assert any(isinstance(m, nn.Embedding) for m in weights) or kind == "concat"
+    assert all(parametrize.is_parametrized(m, "weight") for m in weights), [
+        type(m).__name__ for m in weights if not parametrize.is_parametrized(m, "weight")
+    ]
+    embeddings = [m for m in d.modules() if isinstance(m, nn.Embedding)]
+    for embed in embeddings:  # after power iteration, the largest singular value is 1
+        for _ in range(30):
+            embed(torch.tensor([0]))
+        assert torch.linalg.matrix_norm(embed.weight, ord=2).item() == pytest.approx(1.0, abs=0.02)
 
 
 def test_spectral_norm_bounds_the_linear_map():

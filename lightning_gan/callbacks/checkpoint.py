@@ -63,8 +63,8 @@ class GANCheckpoint(ModelCheckpoint):
 
     @staticmethod
     def _diverged(trainer: Trainer) -> bool:
-        """Whether a DivergenceWatch stopped training: from then on nothing is saved, so ``last.ckpt`` stays at
-        the last periodic save before the collapse (checkpoint callbacks run after the watch in a step)."""
+        """Whether a DivergenceWatch stopped training: from then on nothing is saved, so ``last.ckpt`` stays
+        at the last periodic save before the collapse (checkpoint callbacks run after the watch in a step)."""
         from lightning_gan.callbacks.divergence import DivergenceWatch
 
         return any(isinstance(cb, DivergenceWatch) and cb.reason for cb in trainer.callbacks)

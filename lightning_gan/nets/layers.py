@@ -10,7 +10,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 NormKind = Literal["batch", "instance", "layer", "none"]
 
-# The weight layers that init_dcgan_weights_ initialises and apply_spectral_norm normalises.
+# The weight layers that init_dcgan_weights_ initialises; apply_spectral_norm normalises these and embeddings.
 _WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
 
@@ -79,8 +79,11 @@ def init_dcgan_weights_(module: nn.Module) -> None:
 
 
 def apply_spectral_norm(module: nn.Module) -> nn.Module:
-    """Wrap every Conv1d/Conv2d/ConvTranspose2d/Linear in ``module`` with spectral normalisation
-    (Miyato et al. 2018), skipping layers whose weight is already parametrised.
+    """Wrap every Conv1d/Conv2d/ConvTranspose2d/Linear and every Embedding in ``module`` with spectral
+    normalisation (Miyato et al. 2018), skipping layers whose weight is already parametrised. Embeddings
+    score inputs too in a discriminator (the projection head's class embedding, a label embedding fed to an
+    MLP): they are normalised as the authors' ``SNEmbedID`` does (Miyato & Koyama 2018), by the largest
+    singular value of the (classes x features) matrix.
 
     Returns:
         ``module`` itself, modified in place.
@@ -91,7 +94,7 @@ def apply_spectral_norm(module: nn.Module) -> nn.Module:
         True
     """
     for m in list(module.modules()):  # list first: wrapping adds parametrization submodules
-        if isinstance(m, _WEIGHT_LAYERS) and not parametrize.is_parametrized(m, "weight"):
+        if isinstance(m, (*_WEIGHT_LAYERS, nn.Embedding)) and not parametrize.is_parametrized(m, "weight"):
             spectral_norm(m)
     return module
 
