@@ -234,3 +234,19 @@ def test_cgan_on_data_with_hidden_labels_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"model\.conditioning='cgan'.*data\.num_labelled=100"):
         trainer.fit(tiny("cgan", "bce", "none"), DigitsDataModule(batch_size=8, num_labelled=100))
     assert trainer.global_step == 0
+
+
+def test_both_acgan_configs_build_the_same_loss(tmp_path):
+    """`--config acgan.yaml` and `--config cdcgan.yaml --model.conditioning acgan` train the same objective:
+    one default for the fake-class term everywhere."""
+    from lightning_gan.cli import run
+    from tests.conftest import TINY
+
+    settings = {}
+    for name, extra in (("acgan", []), ("cdcgan", ["--model.conditioning=acgan"])):
+        cli = run(["fit", "--config", str(REPO / "configs" / f"{name}.yaml"), "--trainer.max_steps=1",
+                   f"--trainer.default_root_dir={tmp_path / name}", *TINY, *extra])  # fmt: skip
+        settings[name] = {k: cli.model.hparams[k] for k in ("conditioning", "fake_class_loss", "class_weight",
+                                                             "soft_labels", "loss")}  # fmt: skip
+    assert settings["acgan"] == settings["cdcgan"]
+    assert settings["acgan"]["fake_class_loss"] is False

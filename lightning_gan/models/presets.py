@@ -42,15 +42,14 @@ class ACGAN(GAN):
     """Auxiliary-classifier GAN (Odena et al. 2017): G takes the label, D also classifies; the class loss
     (``class_weight``, soft targets with ``soft_labels``) joins both objectives.
 
-    D's classifier learns from real images only (``fake_class_loss=False``): with the paper's extra term on
-    generated images, D and G agreed on labels that a real-digit classifier did not see (35.5% conditional
-    correctness after 2,000 steps on the digits, against 95% without it; benchmarks/conditional.py).
+    D's classifier learns from real images only (``fake_class_loss=False``, GAN's default for every
+    ``conditioning="acgan"`` run): with the paper's extra term on generated images, D and G agreed on labels
+    that a real-digit classifier did not see (35.5% conditional correctness after 2,000 steps on the digits,
+    against 95% without it; benchmarks/conditional.py).
     """
 
-    def __init__(
-        self, *, conditioning: Conditioning = "acgan", fake_class_loss: bool = False, **kwargs: Any
-    ) -> None:
-        super().__init__(conditioning=conditioning, fake_class_loss=fake_class_loss, **kwargs)
+    def __init__(self, *, conditioning: Conditioning = "acgan", **kwargs: Any) -> None:
+        super().__init__(conditioning=conditioning, **kwargs)
 
 
 class SSGAN(GAN):
