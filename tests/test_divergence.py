@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import pytest
@@ -69,6 +70,18 @@ def test_loss_trend_rule(tmp_path, case, d, g, min_steps, loss, stop_step):
         ]
         assert f"Training diverged at generator step {stop_step}: D loss fell to 0.01" in watch.reason
         assert "G loss grew 3.0x" in watch.reason
+
+
+@pytest.mark.parametrize(("loss", "off"), [("minimax", True), ("wasserstein", True), ("bce", False)])
+def test_a_run_is_warned_at_its_start_when_its_loss_turns_the_loss_trend_signal_off(tmp_path, loss, off):
+    watch = DivergenceWatch(window=10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scripted_fit(tmp_path, watch, [1.0] * 3, [1.0] * 3, loss)
+    said = [str(w.message) for w in caught if "loss_trend signal is off" in str(w.message)]
+    assert len(said) == (1 if off else 0)
+    start = f"DivergenceWatch: the loss_trend signal is off for loss={loss!r} ("
+    assert all(message.startswith(start) for message in said)
 
 
 def test_warn_fires_once_per_episode_and_training_goes_on(tmp_path):

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_gan.validation import require
@@ -37,9 +37,9 @@ class DivergenceWatch(Callback):
       (the G level of the last fair game). Once D wins, G's loss grows only like D's logits, about
       logarithmically, so two halves of one window rarely differ by 2x even in a dead run; the level before D
       won is the stable reference, and medians ignore single-batch spikes. Needs non-negative D losses and
-      positive G losses: it is off for ``wasserstein`` (a critic's loss has no floor) and never fires for
-      ``minimax`` (G loss <= 0). LSGAN's G loss is capped at 0.5 by a perfect D: lower ``g_loss_growth``
-      there.
+      positive G losses: it is off, with a warning at the start of the run, for ``wasserstein`` (a critic's
+      loss has no floor) and ``minimax`` (G loss <= 0; SSGAN's too). LSGAN's G loss is capped at 0.5 by a
+      perfect D: lower ``g_loss_growth`` there.
     - ``grad_norm``: the total L2 norm of G's or D's gradients at any optimizer step exceeded
       ``grad_norm_max``. Fires at any step.
     - ``coverage``: ``metrics/coverage`` (logged by :class:`GANMetrics`, when present) fell below
@@ -135,11 +135,16 @@ class DivergenceWatch(Callback):
     # ---------------------------------------------------------------- observing
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         loss = getattr(pl_module, "hparams", {}).get("loss")
-        self._trend_on = self.d_loss_floor > 0 and loss != "wasserstein"
-        if self.d_loss_floor > 0 and loss == "wasserstein":
-            rank_zero_info(
-                "DivergenceWatch: the loss_trend signal is off for loss='wasserstein' (a critic's loss has "
-                "no floor at 0); the nan, grad_norm and coverage signals stay on"
+        why_off = {
+            "wasserstein": "a critic's loss has no floor at 0",
+            "minimax": "G's minimax loss, log(1 - D(G(z))), is <= 0 and cannot grow by g_loss_growth (SSGAN "
+            "uses it too)",
+        }.get(loss)
+        self._trend_on = self.d_loss_floor > 0 and why_off is None
+        if self.d_loss_floor > 0 and why_off is not None:
+            rank_zero_warn(
+                f"DivergenceWatch: the loss_trend signal is off for loss={loss!r} ({why_off}); the nan, "
+                "grad_norm and coverage signals stay on"
             )
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
