@@ -113,3 +113,31 @@ def test_plugs_into_torchmetrics_fid(weights):
     fid.update(images(2, 3, 32, 32, seed=3), real=False)
     value = fid.compute().item()
     assert math.isfinite(value) and value > 0
+
+
+def test_unbiased_logits_leave_out_the_fc_bias_and_the_inception_score_on_them_equals_numpy(net):
+    import numpy as np
+    from torchmetrics.image.inception import InceptionScore
+
+    x = images(8, 3, 32, 32, seed=4)
+    unbiased = net.with_output("logits_unbiased")
+    assert unbiased.num_features == 1008 and net.output == "pool3"  # a view: the network is unchanged
+    logits = unbiased(x)
+    torch.testing.assert_close(logits, net(x) @ net.fc.weight.T)
+    torch.testing.assert_close(net.with_output("logits")(x) - logits, net.fc.bias.expand(8, -1))
+    score = InceptionScore(feature=unbiased, splits=1)
+    score.update(x)
+    mean, _ = score.compute()
+    p = np.exp(logits.double().numpy() - logits.double().numpy().max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    expected = np.exp(np.mean(np.sum(p * (np.log(p) - np.log(p.mean(axis=0, keepdims=True))), axis=1)))
+    assert mean.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_gan_metrics_with_inception_weights_scores_is_on_inception_s_unbiased_logits(weights):
+    from lightning_gan.callbacks import GANMetrics
+
+    is_net, fid_net = GANMetrics(inception_weights=str(weights))._score_nets(judge=nn.Identity())
+    assert isinstance(is_net, FIDInceptionV3) and is_net.output == "logits_unbiased"
+    assert isinstance(fid_net, FIDInceptionV3) and fid_net.output == "pool3"
+    assert is_net.fc.weight is fid_net.fc.weight  # one network, loaded once

@@ -40,7 +40,8 @@ class GANMetrics(Callback):
 
     Logged, with the generator step as x-axis: ``metrics/is`` (exp E_x KL(p(y|x) || p(y)), Salimans et al.
     2016) on the judge's logits; ``metrics/fid`` and ``metrics/kid`` against the real validation images on the
-    judge's penultimate features, or on the standard FID InceptionV3 when ``inception_weights`` is given;
+    judge's penultimate features. With ``inception_weights``, all three use the standard FID InceptionV3 (IS
+    its logits without the fc bias, as the papers' IS; FID/KID its pool3 features), comparable with papers;
     ``metrics/coverage``, ``metrics/classes_covered`` and ``metrics/class_kl`` (mode dropping, see
     :class:`ClassCoverage`); for conditional models ``metrics/label_agreement``, how often the judge
     agrees with the asked label. Real statistics are computed once. Figures are reproducible: the latent
@@ -53,7 +54,8 @@ class GANMetrics(Callback):
         judge: Path of a classifier checkpoint (from ``lightning-gan fit --config
             configs/classifier_digits.yaml``). When None on the bundled digits, one is trained on first use
             and cached.
-        inception_weights: Path of local FID InceptionV3 weights; FID/KID then use its 2048-d features.
+        inception_weights: Path of local FID InceptionV3 weights; FID/KID then use its 2048-d features and
+            IS its unbiased logits.
         is_splits: Splits of the Inception score.
         kid_subsets: Subsets of KID; the subset size is the smaller of ``kid_subset_size`` and both set sizes.
         kid_subset_size: Largest KID subset.
@@ -135,21 +137,29 @@ class GANMetrics(Callback):
                 "--data ...` and pass its checkpoint as GANMetrics' judge"
             )
 
+    def _score_nets(self, judge: nn.Module) -> tuple[nn.Module, nn.Module]:
+        """The networks IS and FID/KID are computed on: the judge's logits and features, or, with
+        ``inception_weights``, the FID InceptionV3's logits without the fc bias (the papers' IS) and its
+        pool3 features, from one network."""
+        from lightning_gan.metrics.judge import JudgeFeatures
+
+        if self.inception_weights is None:
+            return JudgeFeatures(judge, "logits"), JudgeFeatures(judge, "features")
+        from lightning_gan.metrics.inception import load_fid_inception
+
+        inception = load_fid_inception(self.inception_weights)
+        return inception.with_output("logits_unbiased"), inception
+
     def _build(self, trainer: Trainer, pl_module: LightningModule) -> None:
         from lightning_gan.metrics.judge import JudgeFeatures
 
         real = trainer.datamodule.real_images("val")
         judge = self._judge(trainer)
         logits = JudgeFeatures(judge, "logits")
-        if self.inception_weights is not None:
-            from lightning_gan.metrics.inception import load_fid_inception
-
-            features: nn.Module = load_fid_inception(self.inception_weights)
-        else:
-            features = JudgeFeatures(judge, "features")
+        is_logits, features = self._score_nets(judge)
         subset = min(self.kid_subset_size, len(real), self.num_samples)
         metrics = {
-            "is": InceptionScore(feature=logits, splits=self.is_splits),
+            "is": InceptionScore(feature=is_logits, splits=self.is_splits),
             "fid": FrechetInceptionDistance(feature=features, reset_real_features=False),
             "kid": KernelInceptionDistance(
                 feature=features, subsets=self.kid_subsets, subset_size=subset, reset_real_features=False

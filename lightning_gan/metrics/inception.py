@@ -12,6 +12,7 @@ loads unchanged with :func:`load_fid_inception`.
 
 from __future__ import annotations
 
+import copy
 import pickle
 from pathlib import Path
 from typing import Literal
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-InceptionOutput = Literal["pool3", "logits"]
+InceptionOutput = Literal["pool3", "logits", "logits_unbiased"]
 PoolKind = Literal["avg", "max"]
 
 INPUT_SIZE = 299  # the TF graph resizes every image to 299x299
@@ -194,8 +195,9 @@ class FIDInceptionV3(nn.Module):
     torchmetrics' FID/KID the output size, so they need no dummy forward pass.
 
     Args:
-        output: ``"pool3"`` for the 2048-d features FID and KID use, ``"logits"`` for the class logits
-            (N, 1008) the Inception score uses.
+        output: ``"pool3"`` for the 2048-d features FID and KID use; ``"logits_unbiased"`` for the class
+            logits (N, 1008) without the fc bias, which the papers' Inception score uses (as torchmetrics'
+            ``logits_unbiased``); ``"logits"`` for the logits with it.
 
     Example:
         >>> net = FIDInceptionV3()
@@ -205,8 +207,8 @@ class FIDInceptionV3(nn.Module):
 
     def __init__(self, output: InceptionOutput = "pool3") -> None:
         super().__init__()
-        if output not in ("pool3", "logits"):
-            raise ValueError(f"output={output!r} is not allowed: choose pool3 or logits")
+        if output not in ("pool3", "logits", "logits_unbiased"):
+            raise ValueError(f"output={output!r} is not allowed: choose pool3, logits or logits_unbiased")
         self.output = output
         self.num_features = 2048 if output == "pool3" else NUM_CLASSES
         self.Conv2d_1a_3x3 = ConvBN(3, 32, 3, stride=2)
@@ -227,6 +229,14 @@ class FIDInceptionV3(nn.Module):
         self.Mixed_7c = FIDInceptionE(2048, pool="max")
         self.fc = nn.Linear(2048, NUM_CLASSES)
         self.eval()
+
+    def with_output(self, output: InceptionOutput) -> FIDInceptionV3:
+        """The same network (the same weights, not a copy of them) giving ``output``."""
+        if output not in ("pool3", "logits", "logits_unbiased"):
+            raise ValueError(f"output={output!r} is not allowed: choose pool3, logits or logits_unbiased")
+        view = copy.copy(self)  # a new attribute dict over the same submodules and parameters
+        view.output, view.num_features = output, 2048 if output == "pool3" else NUM_CLASSES
+        return view
 
     def train(self, mode: bool = True) -> FIDInceptionV3:
         """Stays in eval mode: a metric's feature extractor must use the BN statistics it was trained with."""
@@ -250,7 +260,11 @@ class FIDInceptionV3(nn.Module):
             x = block(x)  # -> (N, 1280, 8, 8)
         x = self.Mixed_7c(self.Mixed_7b(x))  # (N, 2048, 8, 8)
         pool3 = x.mean(dim=(2, 3))  # (N, 2048): the global average pool FID is defined on
-        return pool3 if self.output == "pool3" else self.fc(pool3)
+        if self.output == "pool3":
+            return pool3
+        if self.output == "logits_unbiased":
+            return pool3 @ self.fc.weight.T
+        return self.fc(pool3)
 
 
 def load_fid_inception(path: str | Path, output: InceptionOutput = "pool3") -> FIDInceptionV3:
@@ -259,7 +273,7 @@ def load_fid_inception(path: str | Path, output: InceptionOutput = "pool3") -> F
     Args:
         path: A ``torch.save``'d state_dict with torchvision ``Inception3`` names, such as pytorch-fid's
             ``pt_inception-2015-12-05-6726825d.pth``.
-        output: ``"pool3"`` (FID, KID) or ``"logits"`` (Inception score).
+        output: ``"pool3"`` (FID, KID), ``"logits_unbiased"`` (Inception score) or ``"logits"``.
 
     Raises:
         FileNotFoundError: If ``path`` is not a file.
