@@ -106,3 +106,67 @@ def test_a_resumed_run_logs_each_step_once_though_it_was_killed_after_its_last_c
     run_fit(tmp_path, "--trainer.max_steps=6", "--checkpoint.every_n_train_steps=3", "--ckpt_path=last")
     steps = [int(line.rsplit(",", 1)[-1]) for line in metrics.read_text().splitlines()[1:]]
     assert steps == [1, 2, 3, 4, 5, 6]  # steps 4 and 5 were trained twice but are logged once
+
+
+def g_weights(root: Path, steps: int) -> dict[str, torch.Tensor]:
+    (last,) = root.glob("**/checkpoints/last.ckpt")
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert state["global_step"] == steps
+    return {k: v for k, v in state["state_dict"].items() if k.startswith("generator.")}
+
+
+def assert_same_generator(whole: dict[str, torch.Tensor], resumed: dict[str, torch.Tensor]) -> None:
+    differ = [k for k in whole if not torch.equal(whole[k], resumed[k])]
+    assert whole.keys() == resumed.keys() and not differ, f"{len(differ)} of {len(whole)} tensors differ"
+
+
+def test_training_longer_from_a_finished_run_ends_with_the_uninterrupted_generator(run_fit, tmp_path):
+    """20 generator steps, then `--ckpt_path last` with max_steps 40: the G of an uninterrupted 40-step run,
+    bit for bit (the data order continues the epoch; nothing outside the step moved its random stream)."""
+    settings = ("--data.batch_size=32", "--model.n_critic=2", "--checkpoint.every_n_train_steps=500")
+    run_fit(tmp_path / "whole", "--trainer.max_steps=40", *settings)
+    run_fit(tmp_path / "longer", "--trainer.max_steps=20", *settings)
+    run_fit(tmp_path / "longer", "--trainer.max_steps=40", *settings, "--ckpt_path=last")
+    assert_same_generator(g_weights(tmp_path / "whole", 40), g_weights(tmp_path / "longer", 40))
+
+
+def test_a_resume_from_an_epoch_s_last_step_with_dropout_in_d_is_exact(tmp_path):
+    """The cgan preset (dropout in D) on 100 digits in batches of 16 with n_critic 2: 3 generator steps per
+    epoch, so the checkpoint at step 6 falls on an epoch's last step, where validation and the next epoch's
+    DataLoader draw from the global RNG before the next step."""
+    settings = (
+        "--data.train_per_class=10", "--data.batch_size=16", "--model.n_critic=2", "--model.latent_dim=8",
+        "--model.generator.init_args.hidden=[32,32]", "--model.discriminator.init_args.hidden=[32,32]",
+        "--checkpoint.every_n_train_steps=3",
+    )  # fmt: skip
+    from lightning_gan.cli import run
+
+    def fit(root: Path, *args: str) -> None:
+        quiet = ("--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false")
+        cgan = str(REPO / "configs" / "cgan.yaml")
+        run(["fit", "--config", cgan, f"--trainer.default_root_dir={root}", *quiet, *settings, *args])
+
+    fit(tmp_path / "whole", "--trainer.max_steps=12")
+    fit(tmp_path / "resumed", "--trainer.max_steps=6")
+    fit(tmp_path / "resumed", "--trainer.max_steps=12", "--ckpt_path=last")
+    assert_same_generator(g_weights(tmp_path / "whole", 12), g_weights(tmp_path / "resumed", 12))
+
+
+def test_each_rank_restores_the_saved_cuda_stream_into_its_own_device(monkeypatch):
+    """Rank 0 saves the state of its own device; rank 1 restores it into cuda:1 (the ranks' streams are
+    identical by design), not the state cuda:1 had when rank 0 looked at it (stand-in CUDA calls: no GPU)."""
+    from lightning_gan import rng
+
+    streams = {0: torch.tensor([10], dtype=torch.uint8), 1: torch.tensor([11], dtype=torch.uint8)}
+    current, restored = [0], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current[0])
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": streams[current[0]])
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: list(streams.values()))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append(
+        (int(state[0]), current[0])))  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.append(("all", states)))
+    saved = rng.rng_states()  # on rank 0
+    current[0] = 1  # rank 1 loads the same checkpoint
+    rng.set_rng_states(saved)
+    assert restored == [(10, 1)]

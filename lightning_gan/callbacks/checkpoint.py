@@ -75,11 +75,17 @@ class GANCheckpoint(ModelCheckpoint):
         if pl_module.automatic_optimization:
             super().on_train_batch_end(trainer, pl_module, *args)
             return
-        every = self._every_n_train_steps
-        if every < 1 or trainer.global_step % every != 0 or self._should_skip_saving_checkpoint(trainer):
+        every, step = self._every_n_train_steps, trainer.global_step
+        periodic = every >= 1 and step % every == 0
+        # The last step of a run saves last.ckpt here, mid-epoch, as every periodic save does: saved at the
+        # end of training, Lightning's loops would count the epoch as finished, and a run continued with a
+        # larger --trainer.max_steps would start the next epoch instead of the rest of this one.
+        final = self.save_last and 0 < trainer.max_steps <= step
+        if not (periodic or final) or self._should_skip_saving_checkpoint(trainer):
             return
         candidates = self._monitor_candidates(trainer)
-        self._save_topk_checkpoint(trainer, candidates)
+        if periodic:
+            self._save_topk_checkpoint(trainer, candidates)
         self._save_last_checkpoint(trainer, candidates)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -14,11 +14,9 @@ all mean generator steps.
 from __future__ import annotations
 
 import copy
-import random
 from collections.abc import Callable, Sequence
 from typing import Literal, get_args
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
@@ -31,6 +29,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_gan.losses import AdvLoss, clip_weights_, get_loss, gradient_penalty
 from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator, DOut, apply_spectral_norm, has_batchnorm
+from lightning_gan.rng import StepRNG, rng_states, set_rng_states
 from lightning_gan.validation import require
 
 OptimizerName = Literal["adam", "rmsprop"]
@@ -51,35 +50,6 @@ def make_optimizer(
     if name == "rmsprop":  # WGAN (Arjovsky et al. 2017, Alg. 1) uses RMSprop: momentum-free, betas unused
         return torch.optim.RMSprop(params, lr=lr)
     raise ValueError(f"optimizer {name!r} is not allowed: choose adam or rmsprop")
-
-
-def rng_states() -> dict:
-    """The global RNG states of torch (CPU and every CUDA device), numpy and Python, as tensors and plain
-    Python values, so that a checkpoint holding them still loads with ``torch.load(weights_only=True)``.
-
-    Lightning saves none of them, so without these a resumed run draws other latent vectors than an
-    uninterrupted one would (Lightning's own ``_collect_rng_states`` keeps numpy's state as an ndarray).
-    """
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, state, python_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "torch.cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-        "python": [version, list(state), python_gauss],
-    }
-
-
-def set_rng_states(states: dict) -> None:
-    """Restores what :func:`rng_states` returned (CUDA states only where the devices exist)."""
-    torch.set_rng_state(states["torch"])
-    cuda = states.get("torch.cuda") or []
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-    name, keys, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, state, python_gauss = states["python"]
-    random.setstate((version, tuple(state), python_gauss))
 
 
 class GAN(LightningModule):
@@ -226,6 +196,7 @@ class GAN(LightningModule):
         # sampling uses it when present. It lives on the module so that checkpoints and `generate` carry it.
         self.generator_ema: nn.Module | None = None
         self._resume_rng_states: dict | None = None  # from a checkpoint, set before the next step
+        self.step_rng = StepRNG()  # every draw of the training step comes from this stream
         self._compiled = False
 
     # ---------------------------------------------------------------- what the rest of the project calls
@@ -291,7 +262,8 @@ class GAN(LightningModule):
                 self.discriminator.compile()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Saved after a generator step: the RNG state the next step starts from.
+        # Saved after a generator step: the states the next step starts from.
+        checkpoint["step_rng"] = self.step_rng.state_dict()
         checkpoint["rng_states"] = rng_states()
 
     def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
@@ -302,6 +274,7 @@ class GAN(LightningModule):
             self._resume_rng_states = None
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.step_rng.load_state_dict(checkpoint.get("step_rng"))  # absent in older checkpoints: reseeded
         self._resume_rng_states = checkpoint.get("rng_states")
         state = checkpoint["state_dict"]
         has_ema = any(key.startswith("generator_ema.") for key in state)
@@ -390,9 +363,10 @@ class GAN(LightningModule):
                 for x, *rest in batches
             ]
         opt_g, opt_d = self.optimizers()
-        d_logs = [self.discriminator_step(opt_d, *batch) for batch in batches]
         batch_size = len(batches[-1][0])
-        g_logs = self.generator_step(opt_g, batch_size)
+        with self.step_rng(self.device):
+            d_logs = [self.discriminator_step(opt_d, *batch) for batch in batches]
+            g_logs = self.generator_step(opt_g, batch_size)
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
             scheduler.step()
@@ -468,9 +442,9 @@ class GAN(LightningModule):
     def training_noise(self, batch_size: int) -> tuple[Tensor | None, Tensor]:
         """Asked classes (or None) and z for ``batch_size`` samples of this process.
 
-        Under DDP every rank draws the classes and z of all ranks' samples from the global RNG and keeps its
-        own share: the ranks decode different samples, yet their RNG states stay identical, so the one state
-        a checkpoint saves resumes every rank exactly.
+        Under DDP every rank draws the classes and z of all ranks' samples from the step's stream
+        (:attr:`step_rng`) and keeps its own share: the ranks decode different samples, yet their streams
+        stay identical, so the one state a checkpoint saves resumes every rank exactly.
         """
         world = self.trainer.world_size if self._trainer is not None else 1
         rank = self.trainer.global_rank if self._trainer is not None else 0
