@@ -117,6 +117,7 @@ def gradient_penalty(
     real: Tensor,
     fake: Tensor,
     generator: torch.Generator | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Tensor:
     """WGAN-GP two-sided gradient penalty (Gulrajani et al. 2017, eq. 3 and Algorithm 1).
 
@@ -130,6 +131,9 @@ def gradient_penalty(
         real: Real samples (N, ...), e.g. images (N, C, H, W) or signals (N, C, L).
         fake: Generated samples, same shape as ``real``; detached here.
         generator: Random generator for eps, on ``real``'s device; None uses the global one.
+        scaler: Under fp16 mixed precision, the loss scaler of the training step: the input gradient is
+            then taken of the scaled scores and unscaled afterwards, as PyTorch's AMP recipe for gradient
+            penalties does, so that small gradients do not underflow in fp16 on their way back.
 
     Returns:
         A scalar tensor.
@@ -149,7 +153,11 @@ def gradient_penalty(
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     scores = _flat(critic(x_hat), "critic(x_hat)")
     # Scores of different samples do not interact, so the gradient of their sum is each one's own gradient.
-    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    if scaler is None or not scaler.is_enabled():
+        (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    else:
+        (scaled,) = torch.autograd.grad(scaler.scale(scores.sum()), x_hat, create_graph=True)
+        grad = scaled / scaler.get_scale()
     grad_norm = torch.linalg.vector_norm(grad.flatten(1), ord=2, dim=1)  # (N,)
     return (grad_norm - 1).square().mean()
 

@@ -157,3 +157,55 @@ def test_clip_weights_clamps_every_parameter():
 def test_clip_weights_rejects_nonpositive_value():
     with pytest.raises(ValueError, match="clip_value must be > 0, got 0"):
         clip_weights_(nn.Linear(2, 1), 0)
+
+
+class RecordingScaler(torch.amp.GradScaler):
+    """A real CPU GradScaler that records what it was asked to scale."""
+
+    def __init__(self) -> None:
+        super().__init__("cpu", init_scale=2.0**16)
+        self.scaled: list[torch.Tensor] = []
+
+    def scale(self, outputs):
+        self.scaled.append(outputs.detach())
+        return super().scale(outputs)
+
+
+def test_under_a_loss_scaler_the_penalty_takes_the_gradient_of_the_scaled_scores_then_unscales():
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 1))
+    real, fake = torch.randn(6, 3, 4), torch.randn(6, 3, 4)
+    generator = torch.Generator().manual_seed(1)
+    plain = gradient_penalty(critic, real, fake, generator=generator)
+    scaler = RecordingScaler()
+    scaled = gradient_penalty(critic, real, fake, generator=generator.manual_seed(1), scaler=scaler)
+    assert len(scaler.scaled) == 1  # the recipe: autograd.grad(scaler.scale(scores.sum()), x_hat) ...
+    torch.testing.assert_close(scaled, plain)  # ... then grad / scale: the same penalty, without underflow
+    (w_plain,) = torch.autograd.grad(plain, critic[1].weight, retain_graph=True)
+    (w_scaled,) = torch.autograd.grad(scaled, critic[1].weight)
+    torch.testing.assert_close(w_scaled, w_plain)
+
+
+def test_the_gan_s_gradient_penalty_uses_the_precision_plugin_s_scaler(tmp_path, monkeypatch):
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from lightning_gan.callbacks import DivergenceWatch
+    from lightning_gan.data import DigitsDataModule
+    from lightning_gan.models import gan
+    from tests.test_training_step import tiny_gan, tiny_trainer
+
+    given = []
+
+    def recording(*args, scaler=None, **kwargs):
+        given.append(scaler)
+        return gradient_penalty(*args, scaler=scaler, **kwargs)
+
+    monkeypatch.setattr(gan, "gradient_penalty", recording)
+    scaler = RecordingScaler()
+    watch = DivergenceWatch()  # the first updates overflow at scale 2**16: skipped steps, not a divergence
+    plugins = [MixedPrecision("16-mixed", "cpu", scaler=scaler)]
+    trainer = tiny_trainer(tmp_path, max_steps=2, plugins=plugins, callbacks=[watch])
+    trainer.fit(tiny_gan(d_norm="layer", loss="wasserstein", gp_weight=10.0, n_critic=2), DigitsDataModule())
+    assert trainer.global_step == 2 and given == [scaler] * 4  # every D update's penalty, with the scaler
+    assert watch.reason is None and scaler.get_scale() < 2.0**16
+    assert sum(t.dtype == torch.float16 for t in scaler.scaled) >= 4  # D's fp16 scores, scaled before grad

@@ -29,8 +29,8 @@ class DivergenceWatch(Callback):
     Four signals, checked after every generator step:
 
     - ``nan``: a logged ``loss/*`` value, or a gradient norm of G or D, is NaN or infinite. Fires at once,
-      even before ``min_steps``. Non-finite gradients are ignored when a GradScaler (fp16 AMP) is active: the
-      scaler skips those steps by design.
+      even before ``min_steps``. Non-finite gradients (and gradient penalties, taken of scaled scores) are
+      ignored when a GradScaler (fp16 AMP) is active: the scaler skips those steps by design.
     - ``loss_trend``: D wins and G loses. The mean D loss over the last ``window`` generator steps is below
       ``d_loss_floor`` *and* the median G loss over the last half of the window is at least ``g_loss_growth``
       times the median G loss of the last ``window`` steps whose D loss was still ``>= d_loss_floor``
@@ -219,7 +219,12 @@ class DivergenceWatch(Callback):
         self._grad_max.clear()
         signals: dict[str, str] = {}
 
-        non_finite = [f"{k}={v}" for k, v in figures.items() if not math.isfinite(v)]
+        # Under a GradScaler the gradient penalty is taken of scaled scores: an overflow there, like one in
+        # the gradients, is a step the scaler skips, not a divergence.
+        scaled = getattr(trainer.precision_plugin, "scaler", None) is not None
+        non_finite = [
+            f"{k}={v}" for k, v in figures.items() if not math.isfinite(v) and not (scaled and k == "loss/gp")
+        ]
         non_finite += [f"{name} gradient norm={v}" for name, v in grad_norms.items() if not math.isfinite(v)]
         if non_finite:
             signals["nan"] = "non-finite (NaN/Inf) " + ", ".join(non_finite)

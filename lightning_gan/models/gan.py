@@ -423,7 +423,10 @@ class GAN(LightningModule):
                 loss = loss + hp.class_weight * class_fake
                 logs["loss/class_fake"] = class_fake.detach()
         if hp.gp_weight > 0:
-            penalty = gradient_penalty(lambda x: self.scores(self.discriminator(x, real_cond)), real, fake)
+            scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer else None
+            penalty = gradient_penalty(
+                lambda x: self.scores(self.discriminator(x, real_cond)), real, fake, scaler=scaler
+            )
             loss = loss + hp.gp_weight * penalty
             logs["loss/gp"] = penalty.detach()
         return loss, logs
