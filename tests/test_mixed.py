@@ -17,13 +17,17 @@ from lightning_gan.data import DigitsDataModule, MixedDataModule
 from lightning_gan.data.mixed import AlternatingLoader, class_counts, parse_ratio, parse_schedule
 from lightning_gan.models import Classifier
 from tests.conftest import REPO
+from tests.test_har import needs_data
 
 
-def checkpoint(root: Path, config: str) -> Path:
+def checkpoint(root: Path, config: str, *, test_fraction: float = 0.8) -> Path:
+    """A GAN of ``config`` after one step, trained on the training split of :func:`real` (the same split
+    settings): never on its validation or test digits."""
     cli = run([
         "fit", "--config", str(REPO / "configs" / config), f"--trainer.default_root_dir={root}",
         "--trainer.max_steps=1", "--data.batch_size=32", "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
+        "--trainer.enable_model_summary=false", "--data.val_fraction=0.1",
+        f"--data.test_fraction={test_fraction}",
     ])  # fmt: skip
     return Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
 
@@ -329,3 +333,40 @@ def test_the_augment_benchmark_keeps_what_it_measured_when_killed_and_a_rerun_me
     small = bench.real_data("digits", 100)
     first, again, other = (bench.train_classifier(small, "cnn", seed, 2, tmp_path) for seed in (0, 0, 1))
     assert bench.weights_digest(first) == bench.weights_digest(again) != bench.weights_digest(other)
+
+
+def test_a_gan_that_trained_on_the_classifier_s_test_digits_is_refused_naming_both(real, tmp_path):
+    leaky = checkpoint(tmp_path / "leaky", "cgan.yaml", test_fraction=0.1)  # 80% of all digits, test ones too
+    with pytest.raises(ValueError) as refused:
+        mixed(real, leaky, tmp_path)
+    message = str(refused.value)
+    assert f"data.generator_ckpt={str(leaky)!r} is not allowed: the GAN trained on" in message
+    test_seen = re.search(r"([\d,]+) of the 4,000 test samples", message)
+    assert test_seen and int(test_seen.group(1).replace(",", "")) > 2500  # most of the 4,000 test digits
+    assert "data.real=DigitsDataModule" in message
+
+
+def test_a_gan_checkpoint_without_a_record_is_refused_unless_the_flag_accepts_it(real, cgan_ckpt, tmp_path):
+    state = torch.load(cgan_ckpt, map_location="cpu", weights_only=True)
+    assert len(state["training_data"]["train_hashes"]) == len(real.train_dataset)
+    del state["training_data"]  # as written before checkpoints recorded their data
+    old = tmp_path / "old.ckpt"
+    torch.save(state, old)
+    with pytest.raises(ValueError, match=r"records no training data .* --data\.allow_unrecorded_generator="):
+        mixed(real, old, tmp_path)
+    accepted = mixed(real, old, tmp_path, allow_unrecorded_generator=True)
+    assert accepted.num_generated == len(real.train_dataset)
+
+
+@needs_data
+def test_a_gan_of_other_subjects_than_the_classifier_s_training_ones_is_refused_naming_them(tmp_path):
+    from lightning_gan.data import HARDataModule
+
+    gan_data, classifier_data = HARDataModule(seed=0), HARDataModule(seed=1)  # other validation subjects
+    shared = sorted(set(gan_data.subjects["train"]) & set(classifier_data.subjects["val"]))
+    assert shared
+    ckpt = tmp_path / "har_gan.ckpt"
+    torch.save({"training_data": gan_data.training_record()}, ckpt)
+    with pytest.raises(ValueError, match=re.escape(f"the val subjects {shared}")):
+        MixedDataModule(classifier_data, str(ckpt), cache_dir=str(tmp_path))
+    MixedDataModule(gan_data, str(ckpt), cache_dir=str(tmp_path))  # its own split: nothing shared

@@ -10,6 +10,7 @@ from lightning.pytorch import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_gan.data.provenance import sample_hashes
 from lightning_gan.data.sampler import ResumableSampler, SamplerState, StepLoader, seeded_generator
 from lightning_gan.validation import require, require_int
 
@@ -129,6 +130,7 @@ class GANDataModule(LightningDataModule, ABC):
         self.train_per_class = train_per_class
 
         images, labels, class_names = self.load_data()
+        hashes = sample_hashes(images)  # before resizing: the same samples hash alike at any image_size
         if image_size is not None:
             images = _resize(images, image_size)
         self.class_names: list[str] = class_names
@@ -140,6 +142,7 @@ class GANDataModule(LightningDataModule, ABC):
             # the same even per-class choice as num_labelled, from its own stream (seed + 1)
             kept = _hide_labels(labels[train], train_per_class * len(class_names), seed + 1) >= 0
             train = train[kept]
+        self._split_hashes = {"train": hashes[train], "val": hashes[val], "test": hashes[test]}
         self.train_dataset = TensorDataset(images[train], _hide_labels(labels[train], num_labelled, seed))
         self.val_dataset = TensorDataset(images[val], labels[val])
         self.test_dataset = TensorDataset(images[test], labels[test])
@@ -162,6 +165,20 @@ class GANDataModule(LightningDataModule, ABC):
         if split not in SPLITS:
             raise ValueError(f"split={split!r} is not allowed: must be one of {SPLITS}")
         return getattr(self, f"{split}_dataset").tensors[0]
+
+    def split_hashes(self, split: str) -> Tensor:
+        """:func:`sample_hashes` of ``split``'s samples ("train", "val" or "test")."""
+        return self._split_hashes[split]
+
+    def groups(self, split: str) -> list[int] | None:
+        """The people (or other groups whose samples resemble each other) in ``split``; None where samples are
+        independent. A GAN that trained on a person's samples must not feed a classifier tested on them."""
+        return None
+
+    def training_record(self) -> dict[str, Any]:
+        """What a GAN checkpoint records of the data it trained on (see :func:`check_no_leak`)."""
+        return {"data": type(self).__name__, "train_hashes": self.split_hashes("train"),
+                "groups": self.groups("train")}  # fmt: skip
 
     def _batches_per_step(self) -> int | None:
         if self.trainer is None:

@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from lightning_gan.data.base import GANDataModule
+from lightning_gan.data.provenance import sample_hashes
 from lightning_gan.data.sampler import seeded_generator
 from lightning_gan.validation import require, require_int
 
@@ -303,6 +304,7 @@ class HARDataModule(GANDataModule):
         )
         self.val_dataset = TensorDataset(images[val], labels_t[val])
         self.test_dataset = TensorDataset(images[test], labels_t[test])
+        self._split_hashes |= {"val": sample_hashes(images[val]), "test": sample_hashes(images[test])}
         self.subjects: dict[str, list[int]] = {  # who is in each split
             "train": sorted(set(pool.tolist()) - set(chosen.tolist())),
             "val": sorted(chosen.tolist()),
@@ -310,6 +312,10 @@ class HARDataModule(GANDataModule):
         }
         self.channel_names: list[str] = list(CHANNELS)  # the rows of every window, for plots
         del self._train_subjects
+
+    def groups(self, split: str) -> list[int]:
+        """The subjects of ``split``: windows overlap and a person's windows resemble each other."""
+        return self.subjects[split]
 
     def load_data(self) -> tuple[Tensor, Tensor, list[str]]:
         """The training subjects' windows (N, 1, 6, 128) in [-1, 1], labels 0..5 and the class names."""

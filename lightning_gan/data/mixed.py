@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, TensorDataset
 
 from lightning_gan.data.base import GANDataModule
+from lightning_gan.data.provenance import check_no_leak
 from lightning_gan.data.sampler import seeded_generator
 from lightning_gan.validation import require, require_int
 
@@ -118,6 +119,9 @@ class MixedDataModule(LightningDataModule):
         min_confidence: With ``filter_ckpt``: the least probability of the asked class, in [0, 1).
         max_draws: With ``filter_ckpt``: give up (with an error naming the class) after drawing this many
             times the requested number of samples.
+        allow_unrecorded_generator: Accept a ``generator_ckpt`` that does not record the samples it trained
+            on (written before checkpoints recorded them). Recorded ones are always checked: a GAN that
+            trained on any of ``real``'s validation or test samples (or subjects) is refused before training.
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class MixedDataModule(LightningDataModule):
         filter_ckpt: str | None = None,
         min_confidence: float = 0.0,
         max_draws: int = 20,
+        allow_unrecorded_generator: bool = False,
     ) -> None:
         super().__init__()
         require(class_mode in ("fixed", "random"), "data.class_mode", class_mode, "choose fixed or random")
@@ -155,6 +160,7 @@ class MixedDataModule(LightningDataModule):
             "must be in [0, 1)",
         )
         require_int("data.max_draws", max_draws, 1)
+        check_no_leak(real, Path(generator_ckpt), allow_unrecorded_generator)
         self.filter_ckpt = Path(filter_ckpt) if filter_ckpt is not None else None
         self.min_confidence = float(min_confidence)
         self.max_draws = max_draws

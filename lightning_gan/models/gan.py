@@ -265,6 +265,9 @@ class GAN(LightningModule):
         # Saved after a generator step: the states the next step starts from.
         checkpoint["step_rng"] = self.step_rng.state_dict()
         checkpoint["rng_states"] = rng_states()
+        data = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if hasattr(data, "training_record"):  # which samples G learnt from: MixedDataModule checks it
+            checkpoint["training_data"] = data.training_record()
 
     def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
         # Restored here, right before the first step after a resume, not when the checkpoint is read:
