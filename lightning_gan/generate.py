@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from jsonargparse import ArgumentParser
+from torch import nn
 from tqdm import tqdm
 
 from lightning_gan.images import sample_picture, save_png
 from lightning_gan.models import GAN
+from lightning_gan.models.class_head import DiscriminatorClassifier
 from lightning_gan.validation import require, require_int
 
 
@@ -30,6 +32,20 @@ def load_gan(ckpt_path: str | Path, map_location: str | torch.device = "cpu") ->
             f"ckpt_path={str(path)!r} is not a readable lightning-gan checkpoint "
             f"({type(err).__name__}: {err})"
         ) from err
+
+
+def load_discriminator(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """A checkpoint's D as a plain classifier (:class:`DiscriminatorClassifier`, in eval mode): images in
+    [-1, 1] in, class logits out. For ACGAN and SSGAN checkpoints, whose D has a class head; its BatchNorm
+    statistics are those of real training images, which every checkpoint holds for D."""
+    model = load_gan(ckpt_path, map_location)
+    require(
+        bool(model.class_head),
+        "ckpt_path",
+        str(ckpt_path),
+        f"its D has no class head (model.conditioning={model.conditioning!r}): use an acgan or ssgan one",
+    )
+    return DiscriminatorClassifier(model.discriminator).eval().requires_grad_(False)
 
 
 def generate(

@@ -19,15 +19,14 @@ from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer, do_nothing_closure
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_gan.losses import AdvLoss, clip_weights_, get_loss, gradient_penalty
+from lightning_gan.models.class_head import ClassHeadEvaluation
 from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator, DOut, apply_spectral_norm, has_batchnorm
 from lightning_gan.rng import StepRNG, rng_states, set_rng_states
 from lightning_gan.validation import require
@@ -52,7 +51,7 @@ def make_optimizer(
     raise ValueError(f"optimizer {name!r} is not allowed: choose adam or rmsprop")
 
 
-class GAN(LightningModule):
+class GAN(ClassHeadEvaluation):
     """A GAN trained by the shared manual-optimization step (n_critic, TTUR, any loss, clip/GP/SN).
 
     Args:
@@ -169,9 +168,7 @@ class GAN(LightningModule):
         else:
             self.discriminator = discriminator(self.img_shape, d_classes)
         # ACGAN/SSGAN: accuracy of D's class head on real validation images
-        self.val_class_accuracy = (
-            MulticlassAccuracy(num_classes, average="micro") if self.class_head else None
-        )
+        self._class_metrics(num_classes)
         if has_batchnorm(self.discriminator):
             # BN couples the samples of a batch: the per-sample gradient GP penalises is then not D's own, and
             # SN's Lipschitz bound does not hold through BN's division by the batch std (Gulrajani et al.
@@ -268,6 +265,7 @@ class GAN(LightningModule):
         data = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if hasattr(data, "training_record"):  # which samples G learnt from: MixedDataModule checks it
             checkpoint["training_data"] = data.training_record()
+        self._export_d_statistics(checkpoint)  # D as a classifier: real-image BatchNorm statistics
 
     def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
         # Restored here, right before the first step after a resume, not when the checkpoint is read:
@@ -487,13 +485,3 @@ class GAN(LightningModule):
             self.manual_backward(loss)
             opt_g.step()
         return logs
-
-    # ---------------------------------------------------------------- D's class head on real val images
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        """ACGAN/SSGAN: accuracy of D's class head on real validation images (the notes' cheap proxy for how
-        useful the samples are); other modes measure their samples with callbacks and skip this."""
-        if not self.class_head:
-            return
-        images, labels = batch
-        self.val_class_accuracy.update(self.discriminator(images).class_logits, labels)
-        self.log("val/class_acc", self.val_class_accuracy, batch_size=len(images))

@@ -1,7 +1,9 @@
 """Building blocks shared by every backbone: the discriminator output type, norms, init, spectral norm."""
 
+from collections.abc import Callable, Iterable
 from typing import Literal, NamedTuple, get_args
 
+import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
@@ -102,3 +104,40 @@ def apply_spectral_norm(module: nn.Module) -> nn.Module:
 def has_batchnorm(module: nn.Module) -> bool:
     """Whether ``module`` contains any BatchNorm layer (which breaks per-sample penalties like WGAN-GP)."""
     return any(isinstance(m, _BatchNorm) for m in module.modules())
+
+
+@torch.no_grad()
+def estimate_batchnorm_(
+    module: nn.Module, run: Callable[[Tensor], object], batches: Iterable[Tensor]
+) -> bool:
+    """Sets the running statistics of every BatchNorm layer in ``module`` to those of its inputs over
+    ``batches`` (each passed through ``run``): "precise BN", with ``momentum=None`` (a plain average over
+    the batches) instead of a moving average over training. Every other layer stays in eval mode (no dropout
+    draws, nothing random); the modes and momenta are put back. Returns whether ``module`` has BatchNorm.
+
+    Example:
+        >>> bn = nn.BatchNorm1d(1)
+        >>> estimate_batchnorm_(bn, bn, [torch.full((4, 1), 3.0), torch.full((4, 1), 5.0)])
+        True
+        >>> bn.running_mean
+        tensor([4.])
+    """
+    norms = [m for m in module.modules() if isinstance(m, _BatchNorm)]
+    if not norms:
+        return False
+    modes = {m: m.training for m in module.modules()}
+    momenta = {m: m.momentum for m in norms}
+    module.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        for batch in batches:
+            run(batch)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+    return True
