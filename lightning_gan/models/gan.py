@@ -13,7 +13,6 @@ all mean generator steps.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from typing import Literal, get_args
 
@@ -21,14 +20,12 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer, do_nothing_closure
-from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_gan.losses import AdvLoss, clip_weights_, get_loss, gradient_penalty
-from lightning_gan.models.class_head import ClassHeadEvaluation
+from lightning_gan.models.lifecycle import GANLifecycle
 from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator, DOut, apply_spectral_norm, has_batchnorm
-from lightning_gan.rng import StepRNG, rng_states, set_rng_states
+from lightning_gan.rng import StepRNG
 from lightning_gan.validation import require
 
 OptimizerName = Literal["adam", "rmsprop"]
@@ -51,7 +48,7 @@ def make_optimizer(
     raise ValueError(f"optimizer {name!r} is not allowed: choose adam or rmsprop")
 
 
-class GAN(ClassHeadEvaluation):
+class GAN(GANLifecycle):
     """A GAN trained by the shared manual-optimization step (n_critic, TTUR, any loss, clip/GP/SN).
 
     Args:
@@ -239,90 +236,6 @@ class GAN(ClassHeadEvaluation):
             return net(z, labels if self.conditional else None)
         finally:
             net.train(was_training)
-
-    def configure_model(self) -> None:
-        # Once per fit, after the module is on its device and before the optimizers exist.
-        hp = self.hparams
-        if hp.channels_last:
-            for net in (self.generator, self.discriminator):
-                net.to(memory_format=torch.channels_last)  # 4-D weights only; Conv1d/Linear stay as they are
-        if hp.compile and not self._compiled:
-            self._compiled = True
-            self.generator.compile()
-            if hp.gp_weight > 0:
-                rank_zero_warn(
-                    "model.compile=true with model.gp_weight>0: D stays uncompiled, because the gradient "
-                    "penalty needs a double backward through D that torch.compile does not support; "
-                    "G is compiled"
-                )
-            else:
-                self.discriminator.compile()
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Saved after a generator step: the states the next step starts from.
-        checkpoint["step_rng"] = self.step_rng.state_dict()
-        checkpoint["rng_states"] = rng_states()
-        data = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if hasattr(data, "training_record"):  # which samples G learnt from: MixedDataModule checks it
-            checkpoint["training_data"] = data.training_record()
-        self._export_d_statistics(checkpoint)  # D as a classifier: real-image BatchNorm statistics
-
-    def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
-        # Restored here, right before the first step after a resume, not when the checkpoint is read:
-        # between the two, Lightning's sanity check and new DataLoader iterators draw from the global RNG.
-        if self._resume_rng_states is not None:
-            set_rng_states(self._resume_rng_states)
-            self._resume_rng_states = None
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.step_rng.load_state_dict(checkpoint.get("step_rng"))  # absent in older checkpoints: reseeded
-        self._resume_rng_states = checkpoint.get("rng_states")
-        state = checkpoint["state_dict"]
-        has_ema = any(key.startswith("generator_ema.") for key in state)
-        if has_ema and self.generator_ema is None:
-            # A run with EMA saved generator_ema.* weights: make room for them before loading.
-            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        elif not has_ema and self.generator_ema is not None:
-            # EMA switched on for a resumed run: the average starts from the checkpoint's G.
-            prefix = "generator."
-            state.update(
-                {
-                    f"generator_ema.{k[len(prefix) :]}": v.clone()
-                    for k, v in list(state.items())
-                    if k.startswith(prefix)
-                }
-            )
-
-    def setup(self, stage: str) -> None:
-        hidden = getattr(getattr(self.trainer, "datamodule", None), "num_labelled", None)
-        require(
-            not (stage == "fit" and self.d_takes_label and hidden is not None),
-            "model.conditioning",
-            self.conditioning,
-            f"cgan feeds every real label to D, but data.num_labelled={hidden} hides most of them: "
-            "use acgan or ssgan, or keep all labels",
-        )
-        strategy = self.trainer.strategy
-        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
-            # Each D update leaves G's parameters without gradients and each G update D's (toggled off), which
-            # plain DDP's reducer rejects at the next step ("Expected to have finished reduction in the prior
-            # iteration"). Lightning only offers the switch as a strategy name
-            # (ddp_find_unused_parameters_true); setting it here, before the strategy wraps the module, lets
-            # `--trainer.strategy ddp` (and ddp_spawn) train a GAN as it is.
-            strategy._ddp_kwargs["find_unused_parameters"] = True
-            rank_zero_info("GAN under DDP: find_unused_parameters=True (G and D are updated in turn)")
-
-    def on_fit_start(self) -> None:
-        from lightning_gan.callbacks.ema import GeneratorEMA
-
-        if self.generator_ema is not None and not any(
-            isinstance(c, GeneratorEMA) for c in self.trainer.callbacks
-        ):
-            rank_zero_warn(
-                "The checkpoint holds an EMA of G (generator_ema) but no GeneratorEMA callback is "
-                "configured: the average stays frozen while G trains, and sampling keeps using it. Add "
-                "--trainer.callbacks+=lightning_gan.callbacks.GeneratorEMA, or sample with ema=False."
-            )
 
     # ---------------------------------------------------------------- the training step, written once
     def configure_optimizers(self) -> list[dict]:
