@@ -24,6 +24,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_gan.callbacks import GANCheckpoint, SlurmRequeue
 from lightning_gan.loggers import ConfigToLoggers, CSVLogger
 
+#: Loggers that keep each run in ``<save_dir>/<name>/<version>``, where ``--ckpt_path last`` resumes in place.
+FOLDER_LOGGERS = ("CSVLogger", "TensorBoardLogger")
+
 #: Errors the project raises for bad settings; the CLI prints them as a one-line usage error, no traceback.
 CONFIG_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError)
 
@@ -117,7 +120,7 @@ class GANCLI(LightningCLI):
             # The run's config.yaml stays as it was; each resume records its own config beside it.
             resumes = len(list(run_dir.glob("config_resume_*.yaml")))
             self.save_config_kwargs["config_filename"] = f"config_resume_{resumes + 1}.yaml"
-            if not wandb and isinstance(logger, Namespace):
+            if isinstance(logger, Namespace) and logger.class_path.rsplit(".", 1)[-1] in FOLDER_LOGGERS:
                 logger.init_args.save_dir = str(run_dir.parent.parent)
                 logger.init_args.name = run_dir.parent.name
                 logger.init_args.version = run_dir.name
@@ -137,7 +140,7 @@ class GANCLI(LightningCLI):
             folder = GANCLI._wandb_save_dir(init_args, root)
             run_id = init_args.get("id") or os.environ.get("WANDB_RUN_ID")
             return folder / run_id if run_id else folder
-        if logger.class_path.rsplit(".", 1)[-1] in ("CSVLogger", "TensorBoardLogger"):
+        if logger.class_path.rsplit(".", 1)[-1] in FOLDER_LOGGERS:
             return Path(init_args.get("save_dir") or root) / (init_args.get("name") or "lightning_logs")
         return root
 
