@@ -1,17 +1,31 @@
-"""Sample quality of the DCGAN preset over training, and what evaluation costs.
+"""Sample quality of any GAN config over training, with any switches, and what evaluation costs.
 
-Trains configs/dcgan.yaml on the bundled digits for ``--steps`` generator steps with its GANMetrics
-callback (every 500 steps, 2,000 samples), then prints IS, FID, KID and class coverage at each evaluation,
-the same figures for real validation digits for scale (IS of real data, FID/KID of the training split
-against the validation split), and the seconds spent in evaluation as a share of the run's wall time.
+Trains ``--config`` (default configs/dcgan.yaml) on the bundled digits for ``--steps`` generator steps with
+its GANMetrics callback (every 500 steps, 2,000 samples), once per ``--variant`` (a name and the extra
+lightning-gan arguments that make it, e.g. ``fm=--model.feature_matching=1``), then prints IS, FID, KID,
+class coverage and, for conditional models, label agreement (how often a real-digit judge agrees with the
+asked label) at each evaluation; the same figures for real validation digits for scale (IS of real data,
+FID/KID of the training split against the validation split); a summary with each variant's last and best
+FID; and the seconds spent in evaluation as a share of each run's wall time.
 
-    python benchmarks/eval_metrics.py [--steps 3000] [--root runs/bench_eval]
+    python benchmarks/eval_metrics.py [--config configs/cdcgan.yaml] [--steps 3000] [--seed 0]
+        [--variant none= "fm=--model.feature_matching=1" "r1=--model.r1_weight=1 --model.r1_every=4"]
+        [--set=--data.batch_size=64 ...]   # arguments every variant gets
+
+Nothing finished is lost when a run dies: each variant's evaluations are appended to ``results.jsonl`` in
+``--root`` when its run ends, keyed by everything they depend on (config file bytes, steps, seed, arguments).
+Rerunning with the same ``--root`` trains only the variants that are missing.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
+import shlex
 import time
+from pathlib import Path
 
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
@@ -23,6 +37,8 @@ from lightning_gan.cli import run
 from lightning_gan.data import DigitsDataModule
 from lightning_gan.metrics import JudgeFeatures, cached_digits_judge
 from lightning_gan.metrics.coverage import ClassCoverage
+
+NAMES = ["is", "fid", "kid", "coverage", "classes_covered", "class_kl", "label_agreement"]
 
 
 @torch.no_grad()
@@ -53,33 +69,102 @@ def real_figures(seed: int = 0) -> dict[str, float]:
         }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--root", default="runs/bench_eval")
-    args = parser.parse_args()
+def run_key(config: str, steps: int, seed: int, args: list[str]) -> str:
+    """What a variant's figures depend on: the config's and its included files' bytes, steps, seed, args."""
+    blob = hashlib.sha256()
+    for path in sorted(Path("configs").rglob("*.yaml")):  # a preset's YAML includes files of configs/common
+        blob.update(str(path).encode() + path.read_bytes())
+    blob.update(json.dumps([config, steps, seed, args]).encode())
+    return blob.hexdigest()[:20]
 
-    real = real_figures()  # also trains and caches the judge, so its one-off cost is not in the run below
+
+def load_results(path: Path) -> dict[str, dict]:
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            done[entry["key"]] = entry
+    return done
+
+
+def append_result(path: Path, entry: dict) -> None:
+    # Hand-written: Lightning checkpoints resume one run, not a set of runs.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def train_variant(config: str, steps: int, seed: int, args: list[str], root: Path) -> dict:
     start = time.perf_counter()
     cli = run(
         [
-            "fit", "--config", "configs/dcgan.yaml", f"--trainer.default_root_dir={args.root}",
-            f"--trainer.max_steps={args.steps}", "--trainer.enable_progress_bar=false",
+            "fit", "--config", config, f"--seed_everything={seed}", f"--trainer.default_root_dir={root}",
+            f"--trainer.max_steps={steps}", "--trainer.enable_progress_bar=false", *args,
         ]
     )  # fmt: skip
     wall = time.perf_counter() - start
     metrics = next(cb for cb in cli.trainer.callbacks if isinstance(cb, GANMetrics))
-    names = ["is", "fid", "kid", "coverage", "classes_covered", "class_kl"]
-    print(f"{'step':>6} " + " ".join(f"{n:>15}" for n in names))
-    for row in metrics.history:
-        print(f"{row['step']:>6} " + " ".join(f"{row[n]:>15.4f}" for n in names))
-    print(
-        f"{'real':>6} " + " ".join(f"{real[n]:>15.4f}" for n in names) + "   (FID/KID: train vs val digits)"
+    return {"history": metrics.history, "eval_seconds": metrics.eval_seconds, "wall": wall}
+
+
+def fmt(row: dict, name: str) -> str:
+    return f"{row[name]:>15.4f}" if name in row else f"{'-':>15}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="configs/dcgan.yaml")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--variant", nargs="+", default=["default="], help="NAME=ARGS, e.g. fm=--model.feature_matching=1"
     )
-    print(
-        f"evaluation: {metrics.eval_seconds:.1f} s of {wall:.1f} s wall "
-        f"({100 * metrics.eval_seconds / wall:.1f}%)"
-    )
+    parser.add_argument("--set", nargs="*", default=[], help="arguments every variant gets")
+    parser.add_argument("--root", default="runs/bench_eval")
+    args = parser.parse_args()
+    variants = {}
+    for spec in args.variant:
+        name, sep, flags = spec.partition("=")
+        if not sep or not name:
+            parser.error(f"--variant {spec!r}: write NAME=ARGS (ARGS may be empty: none=)")
+        variants[name] = [*args.set, *shlex.split(flags)]
+
+    root = Path(args.root)
+    real = real_figures()  # also trains and caches the judge, so its one-off cost is not in the runs below
+    results_path = root / "results.jsonl"
+    done = load_results(results_path)
+    summary = []
+    for name, flags in variants.items():
+        key = run_key(args.config, args.steps, args.seed, flags)
+        if key not in done:
+            measured = train_variant(args.config, args.steps, args.seed, flags, root / name)
+            done[key] = {"key": key, "variant": name, "config": args.config, "args": flags, **measured}
+            append_result(results_path, done[key])
+        result = done[key]
+        print(f"\n{name}: {args.config} {' '.join(flags)} (seed {args.seed}, {args.steps} steps)")
+        print(f"{'step':>6} " + " ".join(f"{n:>15}" for n in NAMES))
+        for row in result["history"]:
+            print(f"{row['step']:>6} " + " ".join(fmt(row, n) for n in NAMES))
+        print(f"{'real':>6} " + " ".join(fmt(real, n) for n in NAMES) + "   (FID/KID: train vs val digits)")
+        print(
+            f"evaluation: {result['eval_seconds']:.1f} s of {result['wall']:.1f} s wall "
+            f"({100 * result['eval_seconds'] / result['wall']:.1f}%)"
+        )
+        last = result["history"][-1]
+        best = min(result["history"], key=lambda row: row["fid"])
+        summary.append((name, last, best))
+    print(f"\n{'variant':<12} {'step':>6} {'FID':>8} {'IS':>7} {'agreement':>10} {'best FID':>9} {'at':>6}")
+    for name, last, best in summary:
+        agreement = f"{100 * last['label_agreement']:.1f}%" if "label_agreement" in last else "-"
+        print(
+            f"{name:<12} {last['step']:>6} {last['fid']:>8.2f} {last['is']:>7.3f} {agreement:>10} "
+            f"{best['fid']:>9.2f} {best['step']:>6}"
+        )
 
 
 if __name__ == "__main__":
