@@ -1,4 +1,4 @@
-"""Adversarial losses and penalties, as pure functions.
+"""Adversarial losses, as pure functions (the terms beside them are in :mod:`lightning_gan.regularizers`).
 
 Sign convention, for every function here: the discriminator/critic returns raw scores (logits, for
 the BCE losses) of shape (N,) or (N, 1), where higher means "more real". Every function returns a
@@ -13,6 +13,7 @@ Example:
 """
 
 from collections.abc import Callable
+from functools import partial
 from typing import Literal, NamedTuple
 
 import torch
@@ -29,7 +30,7 @@ class AdversarialLoss(NamedTuple):
     g: Callable[[Tensor], Tensor]
 
 
-def _flat(scores: Tensor, name: str) -> Tensor:
+def flat_scores(scores: Tensor, name: str) -> Tensor:
     """Scores of shape (N,) or (N, 1) as (N,); anything else is a caller bug (e.g. class logits)."""
     if scores.ndim == 2 and scores.shape[1] == 1:
         return scores[:, 0]
@@ -42,16 +43,21 @@ def _flat(scores: Tensor, name: str) -> Tensor:
 # and an (N,) tensor never broadcasts against an (N, 1) one.
 
 
-def d_bce(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
-    """BCE-with-logits D loss, real target 1, fake target 0 (Goodfellow et al. 2014, eq. 1)."""
+def d_bce(real_scores: Tensor, fake_scores: Tensor, real_target: float = 1.0) -> Tensor:
+    """BCE-with-logits D loss, real target 1, fake target 0 (Goodfellow et al. 2014, eq. 1). A
+    ``real_target`` below 1 is one-sided label smoothing (Salimans et al. 2016, sec. 3.4): fake stays 0."""
     # -log D(x) - log(1 - D(G(z))) with D = sigmoid, as softplus(-real) + softplus(fake) for stability.
-    real, fake = _flat(real_scores, "real_scores"), _flat(fake_scores, "fake_scores")
-    return F.softplus(-real).mean() + F.softplus(fake).mean()
+    real, fake = flat_scores(real_scores, "real_scores"), flat_scores(fake_scores, "fake_scores")
+    if real_target == 1.0:
+        real_loss = F.softplus(-real).mean()
+    else:
+        real_loss = F.binary_cross_entropy_with_logits(real, torch.full_like(real, real_target))
+    return real_loss + F.softplus(fake).mean()
 
 
 def g_nonsaturating(fake_scores: Tensor) -> Tensor:
     """Non-saturating G loss (Goodfellow et al. 2014, sec. 3)."""
-    return F.softplus(-_flat(fake_scores, "fake_scores")).mean()  # -log D(G(z)) = -log(sigmoid(fake))
+    return F.softplus(-flat_scores(fake_scores, "fake_scores")).mean()  # -log D(G(z)) = -log(sigmoid(fake))
 
 
 def g_minimax(fake_scores: Tensor) -> Tensor:
@@ -59,36 +65,36 @@ def g_minimax(fake_scores: Tensor) -> Tensor:
 
     Its gradient vanishes when D confidently rejects fakes, which is why ``"bce"`` is the default.
     """
-    return -F.softplus(_flat(fake_scores, "fake_scores")).mean()  # log(1 - D(G(z))) = -softplus(fake)
+    return -F.softplus(flat_scores(fake_scores, "fake_scores")).mean()  # log(1 - D(G(z))) = -softplus(fake)
 
 
-def d_lsgan(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
-    """Least-squares D loss (Mao et al. 2017, eq. 2 with a=0, b=1)."""
-    # 1/2 (D(x) - 1)^2 + 1/2 D(G(z))^2
-    real, fake = _flat(real_scores, "real_scores"), _flat(fake_scores, "fake_scores")
-    return 0.5 * (real - 1).square().mean() + 0.5 * fake.square().mean()
+def d_lsgan(real_scores: Tensor, fake_scores: Tensor, real_target: float = 1.0) -> Tensor:
+    """Least-squares D loss (Mao et al. 2017, eq. 2 with a=0, b=``real_target``, 1 unless smoothed)."""
+    # 1/2 (D(x) - b)^2 + 1/2 D(G(z))^2
+    real, fake = flat_scores(real_scores, "real_scores"), flat_scores(fake_scores, "fake_scores")
+    return 0.5 * (real - real_target).square().mean() + 0.5 * fake.square().mean()
 
 
 def g_lsgan(fake_scores: Tensor) -> Tensor:
     """Least-squares G loss (Mao et al. 2017, eq. 2 with c=1)."""
-    return 0.5 * (_flat(fake_scores, "fake_scores") - 1).square().mean()  # 1/2 (D(G(z)) - 1)^2
+    return 0.5 * (flat_scores(fake_scores, "fake_scores") - 1).square().mean()  # 1/2 (D(G(z)) - 1)^2
 
 
 def d_hinge(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
     """Hinge D loss (Lim & Ye 2017; Miyato et al. 2018): pushes real scores above 1, fake below -1."""
     # max(0, 1 - D(x)) + max(0, 1 + D(G(z)))
-    real, fake = _flat(real_scores, "real_scores"), _flat(fake_scores, "fake_scores")
+    real, fake = flat_scores(real_scores, "real_scores"), flat_scores(fake_scores, "fake_scores")
     return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
 
 
 def d_wasserstein(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
     """Wasserstein critic loss (Arjovsky et al. 2017, Algorithm 1): maximise f(x) - f(G(z))."""
-    return _flat(fake_scores, "fake_scores").mean() - _flat(real_scores, "real_scores").mean()
+    return flat_scores(fake_scores, "fake_scores").mean() - flat_scores(real_scores, "real_scores").mean()
 
 
 def g_wasserstein(fake_scores: Tensor) -> Tensor:
     """Wasserstein G loss -f(G(z)) (Arjovsky et al. 2017, Algorithm 1), also the hinge G loss."""
-    return -_flat(fake_scores, "fake_scores").mean()
+    return -flat_scores(fake_scores, "fake_scores").mean()
 
 
 LOSSES: dict[str, AdversarialLoss] = {
@@ -101,65 +107,31 @@ LOSSES: dict[str, AdversarialLoss] = {
 }
 
 
-def get_loss(name: AdvLoss) -> AdversarialLoss:
-    """The ``AdversarialLoss`` called ``name``.
+#: The losses whose D has a real target that one-sided label smoothing can lower.
+SMOOTHABLE = ("bce", "minimax", "lsgan")
+
+
+def get_loss(name: AdvLoss, one_sided_smoothing: float = 0.0) -> AdversarialLoss:
+    """The ``AdversarialLoss`` called ``name``; with ``one_sided_smoothing`` s > 0, D's target for real
+    samples is 1 - s (Salimans et al. 2016, sec. 3.4), its target for generated ones stays 0.
 
     Raises:
-        ValueError: If ``name`` is not one of ``AdvLoss``.
+        ValueError: If ``name`` is not one of ``AdvLoss``, or s is outside [0, 1) or set for a loss without
+            targets (hinge, wasserstein).
     """
     if name not in LOSSES:
         raise ValueError(f"model.loss={name!r} is not allowed: choose one of {', '.join(LOSSES)}")
-    return LOSSES[name]
-
-
-def gradient_penalty(
-    critic: Callable[[Tensor], Tensor],
-    real: Tensor,
-    fake: Tensor,
-    generator: torch.Generator | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-) -> Tensor:
-    """WGAN-GP two-sided gradient penalty (Gulrajani et al. 2017, eq. 3 and Algorithm 1).
-
-    Samples x_hat = eps * real + (1 - eps) * fake with one eps ~ U(0, 1) per sample and returns
-    the batch mean of (||grad_x critic(x_hat)||_2 - 1)^2, the norm taken over all non-batch dims.
-    The graph is kept (``create_graph=True``), so the penalty can be backpropagated into the critic.
-    Per-sample gradients assume a critic without BatchNorm (see ``nets.has_batchnorm``).
-
-    Args:
-        critic: Maps inputs (N, ...) to scores (N,) or (N, 1).
-        real: Real samples (N, ...), e.g. images (N, C, H, W) or signals (N, C, L).
-        fake: Generated samples, same shape as ``real``; detached here.
-        generator: Random generator for eps, on ``real``'s device; None uses the global one.
-        scaler: Under fp16 mixed precision, the loss scaler of the training step: the input gradient is
-            then taken of the scaled scores and unscaled afterwards, as PyTorch's AMP recipe for gradient
-            penalties does, so that small gradients do not underflow in fp16 on their way back.
-
-    Returns:
-        A scalar tensor.
-
-    Example:
-        >>> import torch
-        >>> w = torch.tensor([3.0, 4.0])  # critic(x) = x @ w has gradient w everywhere: GP = (5 - 1)^2
-        >>> gradient_penalty(lambda x: x @ w, torch.randn(8, 2), torch.randn(8, 2))
-        tensor(16.)
-    """
-    if real.shape != fake.shape:
+    if not 0 <= one_sided_smoothing < 1:
+        raise ValueError(f"model.one_sided_smoothing={one_sided_smoothing!r} must satisfy 0 <= s < 1")
+    if one_sided_smoothing == 0:
+        return LOSSES[name]
+    if name not in SMOOTHABLE:
         raise ValueError(
-            f"real and fake must have one shape, got {tuple(real.shape)} and {tuple(fake.shape)}"
+            f"model.one_sided_smoothing={one_sided_smoothing!r} with model.loss={name!r}: smoothing lowers "
+            f"D's real target, which only {', '.join(SMOOTHABLE)} have; {name} has a margin or none"
         )
-    eps_shape = (real.shape[0],) + (1,) * (real.ndim - 1)  # (N, 1, 1, ...): one eps per sample
-    eps = torch.rand(eps_shape, generator=generator, device=real.device, dtype=real.dtype)
-    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    scores = _flat(critic(x_hat), "critic(x_hat)")
-    # Scores of different samples do not interact, so the gradient of their sum is each one's own gradient.
-    if scaler is None or not scaler.is_enabled():
-        (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
-    else:
-        (scaled,) = torch.autograd.grad(scaler.scale(scores.sum()), x_hat, create_graph=True)
-        grad = scaled / scaler.get_scale()
-    grad_norm = torch.linalg.vector_norm(grad.flatten(1), ord=2, dim=1)  # (N,)
-    return (grad_norm - 1).square().mean()
+    loss = LOSSES[name]
+    return AdversarialLoss(partial(loss.d, real_target=1.0 - one_sided_smoothing), loss.g)
 
 
 @torch.no_grad()

@@ -6,13 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_gan.losses import (
-    LOSSES,
-    AdvLoss,
-    clip_weights_,
-    get_loss,
-    gradient_penalty,
-)
+from lightning_gan.losses import LOSSES, AdvLoss, clip_weights_, get_loss
+from lightning_gan.regularizers import gradient_penalty
 
 REAL = [2.0, -1.0]
 FAKE = [0.5, -3.0]
@@ -191,7 +186,7 @@ def test_the_gan_s_gradient_penalty_uses_the_precision_plugin_s_scaler(tmp_path,
 
     from lightning_gan.callbacks import DivergenceWatch
     from lightning_gan.data import DigitsDataModule
-    from lightning_gan.models import gan
+    from lightning_gan.models import terms
     from tests.test_training_step import tiny_gan, tiny_trainer
 
     given = []
@@ -200,7 +195,7 @@ def test_the_gan_s_gradient_penalty_uses_the_precision_plugin_s_scaler(tmp_path,
         given.append(scaler)
         return gradient_penalty(*args, scaler=scaler, **kwargs)
 
-    monkeypatch.setattr(gan, "gradient_penalty", recording)
+    monkeypatch.setattr(terms, "gradient_penalty", recording)
     scaler = RecordingScaler()
     watch = DivergenceWatch()  # the first updates overflow at scale 2**16: skipped steps, not a divergence
     plugins = [MixedPrecision("16-mixed", "cpu", scaler=scaler)]

@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from lightning_gan.images import is_signal_shape, sample_picture, signal_grid
-from lightning_gan.losses import gradient_penalty
+from lightning_gan.regularizers import gradient_penalty
 from lightning_gan.models import Classifier
 from lightning_gan.models.classifier import pool_size
 from lightning_gan.nets import (

@@ -53,10 +53,10 @@ def test_n_critic_d_steps_per_g_step_each_on_its_own_dataloader_batch(tmp_path, 
     calls, reals = [], []
     d_step, g_step = model.discriminator_step, model.generator_step
 
-    def record_d(opt, real, labels):
+    def record_d(opt, real, labels, *rest):
         calls.append("D")
         reals.append(real.clone())
-        return d_step(opt, real, labels)
+        return d_step(opt, real, labels, *rest)
 
     def record_g(*args):
         calls.append("G")

@@ -1,9 +1,11 @@
 """The one GAN training algorithm every preset reuses.
 
 One call of :meth:`GAN.training_step` is one *generator step*: ``n_critic`` discriminator updates, each on
-its own real batch drawn from the DataLoader, then one generator update. The data module hands the step a
-list of ``n_critic`` batches (see :class:`lightning_gan.data.StepLoader`), so Lightning's batch count,
-progress bar, ``log_every_n_steps`` and logged ``step`` are all in generator steps.
+its own real batch drawn from the DataLoader, then one generator update (``update_order="g_first"``: the
+generator update first). The optional loss terms (feature matching, R1, ...) are added in one place, see
+:mod:`lightning_gan.models.objectives`; gradient-norm clipping is in ``on_before_optimizer_step``. The data
+module hands the step a list of ``n_critic`` batches (see :class:`lightning_gan.data.StepLoader`), so
+Lightning's batch count, progress bar, ``log_every_n_steps`` and logged ``step`` are all in generator steps.
 
 Lightning's ``global_step`` counts every ``LightningOptimizer.step()`` under manual optimization. D's steps
 go through the strategy directly (precision plugins such as AMP's GradScaler still apply), so only G's step
@@ -17,14 +19,15 @@ from collections.abc import Callable, Sequence
 from typing import Literal, get_args
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer, do_nothing_closure
 from torch import Tensor, nn
 
-from lightning_gan.losses import AdvLoss, clip_weights_, get_loss, gradient_penalty
+from lightning_gan.losses import AdvLoss, clip_weights_, get_loss
 from lightning_gan.models.lifecycle import GANLifecycle
-from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator, DOut, apply_spectral_norm, has_batchnorm
+from lightning_gan.models.objectives import GANObjectives
+from lightning_gan.models.terms import FeatureLayer, LossTerms
+from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator, apply_spectral_norm, has_batchnorm
 from lightning_gan.rng import StepRNG
 from lightning_gan.validation import require
 
@@ -32,6 +35,7 @@ OptimizerName = Literal["adam", "rmsprop"]
 #: How labels enter: none; cgan (G and D take the label); acgan (G takes it, D classifies, Odena et al. 2017);
 #: ssgan (D has K class logits, "fake" is the implicit K+1-th class, Salimans et al. 2016, sec. 5).
 Conditioning = Literal["none", "cgan", "acgan", "ssgan"]
+UpdateOrder = Literal["d_first", "g_first"]
 GeneratorFactory = Callable[[int, tuple[int, int, int], int], nn.Module]
 DiscriminatorFactory = Callable[[tuple[int, int, int], int], nn.Module]
 Batch = Sequence[Tensor]  # (images (N, C, H, W) in [-1, 1], labels (N,))
@@ -48,8 +52,9 @@ def make_optimizer(
     raise ValueError(f"optimizer {name!r} is not allowed: choose adam or rmsprop")
 
 
-class GAN(GANLifecycle):
-    """A GAN trained by the shared manual-optimization step (n_critic, TTUR, any loss, clip/GP/SN).
+class GAN(GANObjectives, GANLifecycle):
+    """A GAN trained by the shared manual-optimization step (n_critic, TTUR, any loss, clip/GP/SN, and the
+    stabilisers: README's switch table gives each key's source).
 
     Args:
         generator: Builds G as ``generator(latent_dim, img_shape, num_classes)``; a class path in YAML.
@@ -78,6 +83,17 @@ class GAN(GANLifecycle):
             D then stays eager, with a warning, and G is compiled.
         channels_last: Keep the conv nets' weights and the real batches in channels-last memory layout (faster
             convolutions on recent GPUs with mixed precision).
+        feature_matching: Weight w of ``w * ||E f(x) - E f(G(z))||^2`` in G's loss, f D's ``feature_layer``.
+        feature_layer: ``penultimate`` or a block index of D (see :mod:`lightning_gan.models.terms`).
+        feature_matching_only: Feature matching is G's whole objective (no adversarial G term).
+        hist_avg_g, hist_avg_d: Weights of historical averaging, ``||theta - mean of past theta||^2``.
+        one_sided_smoothing: s: D's target for real samples is 1 - s, fake stays 0 (bce, minimax, lsgan).
+        grad_clip_g, grad_clip_d: Bound on the total gradient norm of G's / D's updates; 0 = off.
+        grad_clip_g_from, grad_clip_d_from: Clip only once this many generator steps are done.
+        update_order: ``d_first`` (n_critic D updates, then G) or ``g_first``.
+        mode_seeking: Weight of the mode-seeking term (pairs of z of one class should differ in G(z)).
+        r1_weight: gamma of the R1 penalty ``gamma/2 E ||grad D(x)||^2`` on real samples; 0 = off.
+        r1_every: Lazy R1: applied at every k-th D update (weighted k times).
 
     Example:
         >>> model = GAN(img_shape=(1, 28, 28), latent_dim=16)
@@ -113,6 +129,20 @@ class GAN(GANLifecycle):
         fake_class_loss: bool = False,
         compile: bool = False,
         channels_last: bool = False,
+        feature_matching: float = 0.0,
+        feature_layer: FeatureLayer = "penultimate",
+        feature_matching_only: bool = False,
+        hist_avg_g: float = 0.0,
+        hist_avg_d: float = 0.0,
+        one_sided_smoothing: float = 0.0,
+        grad_clip_g: float = 0.0,
+        grad_clip_d: float = 0.0,
+        grad_clip_g_from: int = 0,
+        grad_clip_d_from: int = 0,
+        update_order: UpdateOrder = "d_first",
+        mode_seeking: float = 0.0,
+        r1_weight: float = 0.0,
+        r1_every: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -130,8 +160,18 @@ class GAN(GANLifecycle):
             require(
                 len(value) == 2 and all(0 <= b < 1 for b in value), f"model.{key}", value, "need 0 <= b < 1"
             )
-        require(clip_value >= 0, "model.clip_value", clip_value, "must be >= 0 (0 = off)")
-        require(gp_weight >= 0, "model.gp_weight", gp_weight, "must be >= 0 (0 = off)")
+        for key, value in (
+            ("clip_value", clip_value),
+            ("grad_clip_g", grad_clip_g),
+            ("grad_clip_d", grad_clip_d),
+        ):
+            require(value >= 0, f"model.{key}", value, "must be >= 0 (0 = off)")
+        for key, value in (("grad_clip_g_from", grad_clip_g_from), ("grad_clip_d_from", grad_clip_d_from)):
+            require(
+                isinstance(value, int) and value >= 0, f"model.{key}", value, "must be a generator step >= 0"
+            )
+        orders = get_args(UpdateOrder)
+        require(update_order in orders, "model.update_order", update_order, f"choose {' or '.join(orders)}")
         require(
             conditioning in get_args(Conditioning),
             "model.conditioning",
@@ -147,7 +187,7 @@ class GAN(GANLifecycle):
         require(class_weight >= 0, "model.class_weight", class_weight, "must be >= 0")
         require(0 <= soft_labels < 1, "model.soft_labels", soft_labels, "must satisfy 0 <= soft_labels < 1")
         require(unsupervised_weight >= 0, "model.unsupervised_weight", unsupervised_weight, "must be >= 0")
-        self.adversarial_loss = get_loss(loss)
+        self.adversarial_loss = get_loss(loss, one_sided_smoothing)
         self.scheduler_factories = {"scheduler_g": scheduler_g, "scheduler_d": scheduler_d}
 
         self.latent_dim = latent_dim
@@ -170,22 +210,33 @@ class GAN(GANLifecycle):
             # BN couples the samples of a batch: the per-sample gradient GP penalises is then not D's own, and
             # SN's Lipschitz bound does not hold through BN's division by the batch std (Gulrajani et al.
             # 2017, sec. 4).
-            require(
-                gp_weight == 0,
-                "model.gp_weight",
-                gp_weight,
-                "a gradient penalty needs a discriminator "
-                "without BatchNorm: set model.discriminator.init_args.norm to layer, instance or none",
-            )
-            require(
-                not spectral_norm,
-                "model.spectral_norm",
-                spectral_norm,
-                "spectral norm needs a discriminator "
-                "without BatchNorm: set model.discriminator.init_args.norm to layer, instance or none",
-            )
+            for key, value, what in (
+                ("gp_weight", gp_weight, "a gradient penalty"),
+                ("r1_weight", r1_weight, "an R1 penalty"),
+                ("spectral_norm", spectral_norm, "spectral norm"),
+            ):
+                require(
+                    not value,
+                    f"model.{key}",
+                    value,
+                    f"{what} needs a discriminator "
+                    "without BatchNorm: set model.discriminator.init_args.norm to layer, instance or none",
+                )
         if spectral_norm:
             apply_spectral_norm(self.discriminator)
+        self.loss_terms = LossTerms(
+            self.generator,
+            self.discriminator,  # after spectral norm: its historical average is over SN's parameters
+            gp_weight=gp_weight,
+            r1_weight=r1_weight,
+            r1_every=r1_every,
+            feature_matching=feature_matching,
+            feature_layer=feature_layer,
+            feature_matching_only=feature_matching_only,
+            hist_avg_g=hist_avg_g,
+            hist_avg_d=hist_avg_d,
+            mode_seeking=mode_seeking,
+        )
         # An exponential moving average of G's weights, created and updated by the GeneratorEMA callback;
         # sampling uses it when present. It lives on the module so that checkpoints and `generate` carry it.
         self.generator_ema: nn.Module | None = None
@@ -278,108 +329,39 @@ class GAN(GANLifecycle):
             ]
         opt_g, opt_d = self.optimizers()
         batch_size = len(batches[-1][0])
+        g_first = self.hparams.update_order == "g_first"
+        first_d_step = self.global_step * self.hparams.n_critic  # D's updates of the run so far
         with self.step_rng(self.device):
-            d_logs = [self.discriminator_step(opt_d, *batch) for batch in batches]
-            g_logs = self.generator_step(opt_g, batch_size)
+            if g_first:  # G's real batch (for feature matching) is the one its update precedes
+                g_logs = self.generator_step(opt_g, batches[0])
+            d_logs = [
+                self.discriminator_step(opt_d, *batch, first_d_step + i) for i, batch in enumerate(batches)
+            ]
+            if not g_first:
+                g_logs = self.generator_step(opt_g, batches[-1])
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
             scheduler.step()
 
-        # The D figures are the mean over the n_critic updates of this generator step.
-        logs = {key: torch.stack([log[key] for log in d_logs]).mean() for key in d_logs[0]} | g_logs
+        # The D figures are the mean over the n_critic updates of this generator step (that computed them: a
+        # lazy regulariser's only over the updates it was applied at).
+        keys = dict.fromkeys(key for log in d_logs for key in log)
+        logs = {key: torch.stack([log[key] for log in d_logs if key in log]).mean() for key in keys} | g_logs
         self.log_dict(logs, prog_bar=True, batch_size=batch_size)
         self.log(
             "step", float(self.global_step), batch_size=batch_size
         )  # x-axis of every logged row: G steps
 
-    # ---------------------------------------------------------------- what: the losses, for any conditioning
-    def fake_labels(self, num_samples: int) -> Tensor | None:
-        """Uniformly drawn classes for the samples G is asked for, or None for an unconditional G."""
-        if not self.g_takes_label:
-            return None
-        return torch.randint(self.num_classes, (num_samples,), device=self.device)
-
-    def scores(self, out: DOut) -> Tensor:
-        """D's real/fake score. For SSGAN, D(x) = Z/(Z+1) with Z = sum_k exp(l_k), so its logit is
-        logsumexp_k l_k (Salimans et al. 2016, sec. 5): the adversarial losses then apply unchanged."""
-        return torch.logsumexp(out.class_logits, dim=1) if self.conditioning == "ssgan" else out.logits
-
-    def class_loss(self, class_logits: Tensor, labels: Tensor) -> Tensor:
-        """Cross entropy on the samples whose label is known (label >= 0; hidden labels are -1)."""
-        known = labels >= 0
-        if not known.any():
-            return class_logits.sum() * 0  # keeps the graph (and DDP's reducer) whole
-        return F.cross_entropy(class_logits[known], labels[known], label_smoothing=self.hparams.soft_labels)
-
-    def d_loss(
-        self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor | None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """D's objective on a real batch (with its labels, -1 = hidden) and a generated one."""
-        hp = self.hparams
-        real_cond = labels if self.d_takes_label else None
-        fake_cond = fake_labels if self.d_takes_label else None
-        real_out, fake_out = self.discriminator(real, real_cond), self.discriminator(fake, fake_cond)
-        real_scores, fake_scores = self.scores(real_out), self.scores(fake_out)
-        adversarial = self.adversarial_loss.d(real_scores, fake_scores)
-        # SSGAN: L_D = L_label + (w/2)(L_unlabel + L_fake); every other mode weighs the adversarial loss 1.
-        loss = adversarial * (hp.unsupervised_weight / 2 if self.conditioning == "ssgan" else 1.0)
-        logs = {
-            "loss/d": adversarial.detach(),
-            "d/real_score": real_scores.detach().mean(),
-            "d/fake_score": fake_scores.detach().mean(),
-        }
-        if self.class_head:
-            class_real = self.class_loss(real_out.class_logits, labels)
-            loss = loss + hp.class_weight * class_real
-            logs["loss/class_real"] = class_real.detach()
-            if self.conditioning == "acgan" and hp.fake_class_loss:  # D classifies samples by asked class
-                class_fake = self.class_loss(fake_out.class_logits, fake_labels)
-                loss = loss + hp.class_weight * class_fake
-                logs["loss/class_fake"] = class_fake.detach()
-        if hp.gp_weight > 0:
-            scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer else None
-            penalty = gradient_penalty(
-                lambda x: self.scores(self.discriminator(x, real_cond)), real, fake, scaler=scaler
-            )
-            loss = loss + hp.gp_weight * penalty
-            logs["loss/gp"] = penalty.detach()
-        return loss, logs
-
-    def g_loss(self, fake: Tensor, fake_labels: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
-        """G's objective on its samples of the asked classes."""
-        out = self.discriminator(fake, fake_labels if self.d_takes_label else None)
-        loss = self.adversarial_loss.g(self.scores(out))
-        logs = {"loss/g": loss.detach()}
-        if self.conditioning == "acgan":
-            class_fake = self.class_loss(out.class_logits, fake_labels)
-            loss = loss + self.hparams.class_weight * class_fake
-            logs["loss/g_class"] = class_fake.detach()
-        return loss, logs
-
-    def training_noise(self, batch_size: int) -> tuple[Tensor | None, Tensor]:
-        """Asked classes (or None) and z for ``batch_size`` samples of this process.
-
-        Under DDP every rank draws the classes and z of all ranks' samples from the step's stream
-        (:attr:`step_rng`) and keeps its own share: the ranks decode different samples, yet their streams
-        stay identical, so the one state a checkpoint saves resumes every rank exactly.
-        """
-        world = self.trainer.world_size if self._trainer is not None else 1
-        rank = self.trainer.global_rank if self._trainer is not None else 0
-        labels = self.fake_labels(batch_size * world)
-        z = self.sample_latent(batch_size * world)
-        share = slice(rank * batch_size, (rank + 1) * batch_size)
-        return (None if labels is None else labels[share]), z[share]
-
     # ---------------------------------------------------------------- when: one update of each network
     def discriminator_step(
-        self, opt_d: LightningOptimizer, real: Tensor, labels: Tensor
+        self, opt_d: LightningOptimizer, real: Tensor, labels: Tensor, d_step: int = 0
     ) -> dict[str, Tensor]:
-        """One D update on one real batch. Returns detached figures to log."""
+        """D's ``d_step``-th update of the run (0-based) on one real batch. Returns figures to log."""
         fake_labels, z = self.training_noise(len(real))
         with torch.no_grad():
             fake = self.generator(z, fake_labels)
         with self.toggled_optimizer(opt_d):
-            loss, logs = self.d_loss(real, labels, fake, fake_labels)
+            loss, logs = self.d_loss(real, labels, fake, fake_labels, d_step)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             # Lightning counts every LightningOptimizer.step() in global_step; stepping D through the strategy
@@ -389,11 +371,13 @@ class GAN(GANLifecycle):
             clip_weights_(self.discriminator, self.hparams.clip_value)
         return logs
 
-    def generator_step(self, opt_g: LightningOptimizer, batch_size: int) -> dict[str, Tensor]:
-        """One G update on ``batch_size`` fresh samples; this is the step ``global_step`` counts."""
-        fake_labels, z = self.training_noise(batch_size)
+    def generator_step(self, opt_g: LightningOptimizer, real_batch: Batch) -> dict[str, Tensor]:
+        """One G update on as many fresh samples as the real batch has (which feature matching compares them
+        with); this is the step ``global_step`` counts."""
+        real, labels = real_batch[0], real_batch[1]
+        fake_labels, z = self.training_noise(len(real), paired=self.loss_terms.pairs_latents)
         with self.toggled_optimizer(opt_g):
-            loss, logs = self.g_loss(self.generator(z, fake_labels), fake_labels)
+            loss, logs = self.g_loss(self.generator(z, fake_labels), fake_labels, z, real, labels)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             opt_g.step()

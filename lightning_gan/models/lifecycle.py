@@ -46,6 +46,16 @@ class GANLifecycle(ClassHeadEvaluation):
             checkpoint["training_data"] = data.training_record()
         self._export_d_statistics(checkpoint)  # D as a classifier: real-image BatchNorm statistics
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Gradient-norm clipping of G's or D's update. Lightning calls this after the precision plugin has
+        # unscaled the gradients (AMP) and after the callbacks' own hook: DivergenceWatch sees the norm before
+        # clipping. Manual optimization leaves clipping to the module (Trainer(gradient_clip_val) is refused).
+        hp = self.hparams
+        g = optimizer is self.trainer.optimizers[0]
+        bound, start = (hp.grad_clip_g, hp.grad_clip_g_from) if g else (hp.grad_clip_d, hp.grad_clip_d_from)
+        if bound > 0 and self.global_step >= start:
+            self.clip_gradients(optimizer, gradient_clip_val=bound, gradient_clip_algorithm="norm")
+
     def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
         # Restored here, right before the first step after a resume, not when the checkpoint is read:
         # between the two, Lightning's sanity check and new DataLoader iterators draw from the global RNG.
@@ -57,6 +67,7 @@ class GANLifecycle(ClassHeadEvaluation):
         self.step_rng.load_state_dict(checkpoint.get("step_rng"))  # absent in older checkpoints: reseeded
         self._resume_rng_states = checkpoint.get("rng_states")
         state = checkpoint["state_dict"]
+        self.loss_terms.adapt_checkpoint(state, "loss_terms.")  # stabilisers switched on or off since
         has_ema = any(key.startswith("generator_ema.") for key in state)
         if has_ema and self.generator_ema is None:
             # A run with EMA saved generator_ema.* weights: make room for them before loading.

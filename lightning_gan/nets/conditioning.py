@@ -241,6 +241,10 @@ class ConditionalDiscriminator(nn.Module):
         """What the stages take, from D's input; the identity unless a subclass reshapes."""
         return x
 
+    def feature_blocks(self) -> list[nn.Module]:
+        """D's blocks in order (its stages), which ``--model.feature_layer`` indexes."""
+        return list(self.stages)
+
     def forward(self, x: Tensor, labels: Tensor | None = None) -> DOut:
         """Score x (N, C, H, W) given labels (N,) (int64; needed iff ``num_classes > 0``, else ignored)."""
         if self.num_classes > 0:

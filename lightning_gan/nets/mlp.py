@@ -131,16 +131,23 @@ class MLPDiscriminator(nn.Module):
 
         self.embed = nn.Embedding(num_classes, embed_dim) if num_classes > 0 else None
         layers: list[nn.Module] = []
+        self.layer_ends: list[int] = []
         width = math.prod(self.img_shape) + (embed_dim if num_classes > 0 else 0)
         for h in hidden:
             layers += [nn.Linear(width, h), nn.LeakyReLU(negative_slope)]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
+            self.layer_ends.append(len(layers) - 1)  # index of each hidden layer's last module
             width = h
         self.net = nn.Sequential(*layers)
         self.num_features = width
         self.head = nn.Linear(width, 1)
         self.classifier = nn.Linear(width, class_head) if class_head > 0 else None
+
+    def feature_blocks(self) -> list[nn.Module]:
+        """D's blocks in order, which ``--model.feature_layer`` indexes: the last module (LeakyReLU or
+        Dropout) of each hidden layer, whose output is that layer's."""
+        return [self.net[end] for end in self.layer_ends]
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> DOut:
         """Score images x (N, C, H, W) given labels (N,) (int64; needed iff ``num_classes > 0``, else

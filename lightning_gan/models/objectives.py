@@ -1,0 +1,133 @@
+"""What the GAN's training step minimises: D's and G's objectives for any conditioning mode and loss, with
+the enabled stabilisers (:class:`lightning_gan.models.terms.LossTerms`) added in one place."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_gan.models.terms import Terms
+from lightning_gan.nets import DOut
+
+
+class GANObjectives:
+    """The objectives of :class:`lightning_gan.models.GAN` (a mixin: ``hparams``, ``generator``,
+    ``discriminator``, ``adversarial_loss``, ``loss_terms`` and the conditioning switches are the GAN's)."""
+
+    def fake_labels(self, num_samples: int) -> Tensor | None:
+        """Uniformly drawn classes for the samples G is asked for, or None for an unconditional G."""
+        if not self.g_takes_label:
+            return None
+        return torch.randint(self.num_classes, (num_samples,), device=self.device)
+
+    def training_noise(self, batch_size: int, paired: bool = False) -> tuple[Tensor | None, Tensor]:
+        """Asked classes (or None) and z for ``batch_size`` samples of this process.
+
+        Under DDP every rank draws the classes and z of all ranks' samples from the step's stream
+        (:attr:`step_rng`) and keeps its own share: the ranks decode different samples, yet their streams
+        stay identical, so the one state a checkpoint saves resumes every rank exactly. ``paired``: the
+        share's second half asks for the classes of its first half (the mode-seeking term's pairs).
+        """
+        world = self.trainer.world_size if self._trainer is not None else 1
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        labels = self.fake_labels(batch_size * world)
+        z = self.sample_latent(batch_size * world)
+        share = slice(rank * batch_size, (rank + 1) * batch_size)
+        if labels is None:
+            return None, z[share]
+        labels = labels[share]
+        if paired:
+            half = batch_size // 2
+            labels[half : 2 * half] = labels[:half]
+        return labels, z[share]
+
+    def scores(self, out: DOut) -> Tensor:
+        """D's real/fake score. For SSGAN, D(x) = Z/(Z+1) with Z = sum_k exp(l_k), so its logit is
+        logsumexp_k l_k (Salimans et al. 2016, sec. 5): the adversarial losses then apply unchanged."""
+        return torch.logsumexp(out.class_logits, dim=1) if self.conditioning == "ssgan" else out.logits
+
+    def class_loss(self, class_logits: Tensor, labels: Tensor) -> Tensor:
+        """Cross entropy on the samples whose label is known (label >= 0; hidden labels are -1)."""
+        known = labels >= 0
+        if not known.any():
+            return class_logits.sum() * 0  # keeps the graph (and DDP's reducer) whole
+        return F.cross_entropy(class_logits[known], labels[known], label_smoothing=self.hparams.soft_labels)
+
+    @staticmethod
+    def add_terms(loss: Tensor, logs: dict[str, Tensor], terms: Terms) -> tuple[Tensor, dict[str, Tensor]]:
+        """The one place where the enabled stabilisers join an objective: ``loss + weight * value`` for each,
+        and the unweighted value logged as ``loss/<name>``."""
+        for name, (weight, value) in terms.items():
+            loss = loss + weight * value
+            logs[f"loss/{name}"] = value.detach()
+        return loss, logs
+
+    def d_loss(
+        self, real: Tensor, labels: Tensor, fake: Tensor, fake_labels: Tensor | None, d_step: int = 0
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """D's objective on a real batch (with its labels, -1 = hidden) and a generated one, at D's
+        ``d_step``-th update of the run (0-based; lazy regularisers use it)."""
+        hp = self.hparams
+        real_cond = labels if self.d_takes_label else None
+        fake_cond = fake_labels if self.d_takes_label else None
+        real_out, fake_out = self.discriminator(real, real_cond), self.discriminator(fake, fake_cond)
+        real_scores, fake_scores = self.scores(real_out), self.scores(fake_out)
+        adversarial = self.adversarial_loss.d(real_scores, fake_scores)
+        # SSGAN: L_D = L_label + (w/2)(L_unlabel + L_fake); every other mode weighs the adversarial loss 1.
+        loss = adversarial * (hp.unsupervised_weight / 2 if self.conditioning == "ssgan" else 1.0)
+        logs = {
+            "loss/d": adversarial.detach(),
+            "d/real_score": real_scores.detach().mean(),
+            "d/fake_score": fake_scores.detach().mean(),
+        }
+        if self.class_head:
+            class_real = self.class_loss(real_out.class_logits, labels)
+            loss = loss + hp.class_weight * class_real
+            logs["loss/class_real"] = class_real.detach()
+            if self.conditioning == "acgan" and hp.fake_class_loss:  # D classifies samples by asked class
+                class_fake = self.class_loss(fake_out.class_logits, fake_labels)
+                loss = loss + hp.class_weight * class_fake
+                logs["loss/class_fake"] = class_fake.detach()
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer else None
+        terms = self.loss_terms.d_terms(
+            self.discriminator,
+            lambda x: self.scores(self.discriminator(x, real_cond)),
+            real,
+            fake,
+            d_step,
+            scaler,
+        )
+        return self.add_terms(loss, logs, terms)
+
+    def g_loss(
+        self,
+        fake: Tensor,
+        fake_labels: Tensor | None,
+        z: Tensor | None = None,
+        real: Tensor | None = None,
+        labels: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """G's objective on its samples ``fake`` = G(z) of the asked classes; feature matching compares D's
+        features of them with those of the ``real`` batch (with its ``labels``)."""
+        terms = self.loss_terms
+        out, fake_features = terms.features(
+            self.discriminator, fake, fake_labels if self.d_takes_label else None
+        )
+        adversarial = self.adversarial_loss.g(self.scores(out))
+        logs = {"loss/g": adversarial.detach()}
+        # Feature matching as G's whole objective (Salimans et al. 2016, sec. 5): no adversarial G term.
+        loss = adversarial.new_zeros(()) if terms.fm_only else adversarial
+        if self.conditioning == "acgan":
+            class_fake = self.class_loss(out.class_logits, fake_labels)
+            loss = loss + self.hparams.class_weight * class_fake
+            logs["loss/g_class"] = class_fake.detach()
+        real_features = None
+        if terms.needs_real_batch_for_g:
+            with torch.no_grad():
+                _, real_features = terms.features(
+                    self.discriminator, real, labels if self.d_takes_label else None
+                )
+        return self.add_terms(
+            loss, logs, terms.g_terms(self.generator, fake_features, real_features, fake, z)
+        )
