@@ -13,7 +13,6 @@ from PIL import Image
 from torch import nn
 
 from lightning_gan.images import is_signal_shape, sample_picture, signal_grid
-from lightning_gan.regularizers import gradient_penalty
 from lightning_gan.models import Classifier
 from lightning_gan.models.classifier import pool_size
 from lightning_gan.nets import (
@@ -26,6 +25,7 @@ from lightning_gan.nets import (
     apply_spectral_norm,
 )
 from lightning_gan.nets.signal import signal_stages
+from lightning_gan.regularizers import gradient_penalty
 from tests.conftest import REPO
 
 SHAPE = (1, 6, 128)

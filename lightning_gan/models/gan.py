@@ -29,7 +29,7 @@ from lightning_gan.models.objectives import GANObjectives
 from lightning_gan.models.terms import FeatureLayer, LossTerms
 from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator, apply_spectral_norm, has_batchnorm
 from lightning_gan.rng import StepRNG
-from lightning_gan.validation import require
+from lightning_gan.validation import require, require_int
 
 OptimizerName = Literal["adam", "rmsprop"]
 #: How labels enter: none; cgan (G and D take the label); acgan (G takes it, D classifies, Odena et al. 2017);
@@ -167,9 +167,7 @@ class GAN(GANObjectives, GANLifecycle):
         ):
             require(value >= 0, f"model.{key}", value, "must be >= 0 (0 = off)")
         for key, value in (("grad_clip_g_from", grad_clip_g_from), ("grad_clip_d_from", grad_clip_d_from)):
-            require(
-                isinstance(value, int) and value >= 0, f"model.{key}", value, "must be a generator step >= 0"
-            )
+            require_int(f"model.{key}", value, 0)
         orders = get_args(UpdateOrder)
         require(update_order in orders, "model.update_order", update_order, f"choose {' or '.join(orders)}")
         require(

@@ -28,7 +28,7 @@ from lightning_gan.regularizers import (
     mode_seeking,
     r1_penalty,
 )
-from lightning_gan.validation import require
+from lightning_gan.validation import is_int, require, require_int
 
 FeatureLayer = int | Literal["penultimate"]
 Terms = dict[str, tuple[float, Tensor]]  # name -> (weight, unweighted value)
@@ -101,9 +101,7 @@ class LossTerms(nn.Module):
             ("mode_seeking", mode_seeking),
         ):
             require(value >= 0, f"model.{key}", value, "must be >= 0 (0 = off)")
-        require(
-            isinstance(r1_every, int) and r1_every >= 1, "model.r1_every", r1_every, "must be an int >= 1"
-        )
+        require_int("model.r1_every", r1_every, 1)
         require(
             not feature_matching_only or feature_matching > 0,
             "model.feature_matching_only",
@@ -112,7 +110,7 @@ class LossTerms(nn.Module):
         )
         if feature_layer != "penultimate":
             require(
-                isinstance(feature_layer, int) and not isinstance(feature_layer, bool),
+                is_int(feature_layer),
                 "model.feature_layer",
                 feature_layer,
                 "name a layer as penultimate or a block index (int)",
