@@ -42,8 +42,8 @@ class Probe(Callback):
         opt_d.register_step_post_hook(lambda *a: self.counts.__setitem__("d", self.counts["d"] + 1))
         noise = pl_module.training_noise
 
-        def recording(n):
-            labels, z = noise(n)
+        def recording(n, **kwargs):
+            labels, z = noise(n, **kwargs)
             self.z.append(round(float(z.sum()), 4))
             return labels, z
 
@@ -69,7 +69,8 @@ trainer:
 
 
 @pytest.fixture(scope="module")
-def ddp(tmp_path_factory):
+def ddp_fit(tmp_path_factory):
+    """The folder of DDP runs, and how to start one (``lightning-gan fit`` on 2 processes) in it."""
     root = tmp_path_factory.mktemp("ddp")
     (root / "ddp_probe.py").write_text(PROBE)
     (root / "ddp.yaml").write_text(textwrap.dedent(CONFIG))
@@ -89,6 +90,12 @@ def ddp(tmp_path_factory):
         assert result.returncode == 0, result.stderr[-4000:]
         return result
 
+    return root, fit
+
+
+@pytest.fixture(scope="module")
+def ddp(ddp_fit):
+    root, fit = ddp_fit
     fit(4)
     fit(6, "--ckpt_path=last")
     return root
@@ -125,3 +132,24 @@ def test_the_run_resumes_under_ddp_in_its_folder(ddp):
     (metrics,) = (ddp / "run").glob("**/metrics.csv")
     steps = sorted({int(float(r["step"])) for r in csv.DictReader(metrics.open()) if r.get("loss/g")})
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_stabilisers_train_under_ddp(ddp_fit):
+    """Feature matching, mode seeking, historical averages (buffers DDP broadcasts), lazy R1 (a double
+    backward through D's input gradient) and clipping together, on 2 ranks."""
+    ddp, fit = ddp_fit
+    flags = [
+        "--model.feature_matching=1", "--model.mode_seeking=1", "--model.hist_avg_g=0.1",
+        "--model.hist_avg_d=0.1", "--model.r1_weight=1", "--model.r1_every=2",
+        "--model.discriminator.init_args.norm=layer", "--model.grad_clip_g=1", "--model.grad_clip_d=1",
+        f"--trainer.default_root_dir={ddp / 'stabilised'}",
+    ]  # fmt: skip
+    fit(2, *flags)
+    import torch
+
+    (last,) = (ddp / "stabilised").glob("**/checkpoints/last.ckpt")
+    state = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    assert state["loss_terms.hist_d.count"].item() == 2 * 3 and state["loss_terms.hist_g.count"].item() == 2
+    (metrics,) = (ddp / "stabilised").glob("**/metrics.csv")
+    rows = [r for r in csv.DictReader(metrics.open()) if r.get("loss/fm")]
+    assert len(rows) == 2 and all(float(r["loss/fm"]) < float("inf") and r["loss/r1"] != "nan" for r in rows)

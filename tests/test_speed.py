@@ -23,15 +23,17 @@ def test_compiled_nets_train_like_eager_ones_and_keep_their_checkpoint_names(run
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
 
 
-def test_compile_with_a_gradient_penalty_compiles_g_only_and_says_so(run_fit, tmp_path):
-    with pytest.warns(UserWarning, match="D stays uncompiled, because the gradient penalty"):
+@pytest.mark.parametrize("key", ["gp_weight", "r1_weight"])
+def test_compile_with_an_input_gradient_penalty_compiles_g_only_and_says_so(run_fit, tmp_path, key):
+    with pytest.warns(UserWarning, match=rf"model\.{key}>0: D stays uncompiled, because an input-gradient"):
         cli = run_fit(
-            tmp_path, "--trainer.max_steps=2", "--model.compile=true", "--model.gp_weight=10",
+            tmp_path, "--trainer.max_steps=2", "--model.compile=true", f"--model.{key}=10",
             "--model.discriminator.init_args.norm=layer",
         )  # fmt: skip
     assert cli.model.generator._compiled_call_impl is not None
     assert cli.model.discriminator._compiled_call_impl is None
-    assert cli.trainer.global_step == 2 and math.isfinite(float(cli.trainer.logged_metrics["loss/gp"]))
+    term = {"gp_weight": "loss/gp", "r1_weight": "loss/r1"}[key]
+    assert cli.trainer.global_step == 2 and math.isfinite(float(cli.trainer.logged_metrics[term]))
 
 
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])

@@ -41,7 +41,9 @@ class DivergenceWatch(Callback):
       loss has no floor) and ``minimax`` (G loss <= 0; SSGAN's too). LSGAN's G loss is capped at 0.5 by a
       perfect D: lower ``g_loss_growth`` there.
     - ``grad_norm``: the total L2 norm of G's or D's gradients at any optimizer step exceeded
-      ``grad_norm_max``. Fires at any step.
+      ``grad_norm_max``. Fires at any step. The norm is the one before ``--model.grad_clip_g/_d`` clips it
+      (callbacks' ``on_before_optimizer_step`` runs before the module's, which clips): a clipped run still
+      shows its gradients blowing up.
     - ``coverage``: ``metrics/coverage`` (logged by :class:`GANMetrics`, when present) fell below
       ``min_coverage``.
 

@@ -28,11 +28,12 @@ class GANLifecycle(ClassHeadEvaluation):
         if hp.compile and not self._compiled:
             self._compiled = True
             self.generator.compile()
-            if hp.gp_weight > 0:
+            penalties = [key for key in ("gp_weight", "r1_weight") if hp[key] > 0]
+            if penalties:
                 rank_zero_warn(
-                    "model.compile=true with model.gp_weight>0: D stays uncompiled, because the gradient "
-                    "penalty needs a double backward through D that torch.compile does not support; "
-                    "G is compiled"
+                    f"model.compile=true with model.{'/'.join(penalties)}>0: D stays uncompiled, because an "
+                    "input-gradient penalty needs a double backward through D that torch.compile does not "
+                    "support; G is compiled"
                 )
             else:
                 self.discriminator.compile()
