@@ -344,3 +344,9 @@ def test_r1_is_gamma_over_2_times_the_squared_input_gradient_on_real_samples_laz
 def test_bad_settings_fail_before_training_naming_the_key(kwargs, message):
     with pytest.raises(ValueError, match=message):
         tiny_gan(**kwargs)
+
+
+def test_mode_seeking_with_batches_of_one_fails_before_training(tmp_path):
+    trainer = tiny_trainer(tmp_path, max_steps=1)
+    with pytest.raises(ValueError, match=r"model\.mode_seeking=1\.0 .*data\.batch_size=1 must be >= 2"):
+        trainer.fit(tiny_gan(mode_seeking=1.0), DigitsDataModule(batch_size=1))

@@ -93,6 +93,13 @@ class GANLifecycle(ClassHeadEvaluation):
             f"cgan feeds every real label to D, but data.num_labelled={hidden} hides most of them: "
             "use acgan or ssgan, or keep all labels",
         )
+        batch_size = getattr(getattr(self.trainer, "datamodule", None), "batch_size", 2)
+        require(
+            not (stage == "fit" and self.hparams.mode_seeking > 0 and batch_size < 2),
+            "model.mode_seeking",
+            self.hparams.mode_seeking,
+            f"compares pairs of samples of one batch: data.batch_size={batch_size} must be >= 2",
+        )
         strategy = self.trainer.strategy
         if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
             # Each D update leaves G's parameters without gradients and each G update D's (toggled off), which
