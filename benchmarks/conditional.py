@@ -50,7 +50,11 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["cgan", "cdcgan", "acgan", "ssgan"])
     parser.add_argument("--root", default="runs/bench_conditional")
     parser.add_argument(
-        "--set", nargs="*", default=[], help="extra lightning-gan arguments, e.g. --set=--model.x=1"
+        "--set",
+        nargs="*",
+        action="extend",
+        default=[],
+        help="extra lightning-gan arguments, e.g. --set=--model.x=1",
     )
     args = parser.parse_args()
     judge = cached_digits_judge(DigitsDataModule()).eval()

@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument(
         "--variant", nargs="+", default=["default="], help="NAME=ARGS, e.g. fm=--model.feature_matching=1"
     )
-    parser.add_argument("--set", nargs="*", default=[], help="arguments every variant gets")
+    parser.add_argument("--set", nargs="*", action="extend", default=[], help="arguments every variant gets")
     parser.add_argument("--root", default="runs/bench_eval")
     args = parser.parse_args()
     variants = {}

@@ -92,13 +92,16 @@ def r1_penalty(
     return input_gradient(critic, real, scaler).flatten(1).square().sum(1).mean()
 
 
-def feature_matching(real_features: Tensor, fake_features: Tensor) -> Tensor:
-    """Feature matching (Salimans et al. 2016, sec. 3.1): ||E f(x) - E f(G(z))||_2^2, the squared L2
-    distance between the batch means of D's features of real and of generated samples, each (N, ...)
-    flattened per sample. Detach ``real_features``: G's objective treats them as constants."""
-    real_mean = real_features.flatten(1).mean(0)
-    fake_mean = fake_features.flatten(1).mean(0)
-    return (real_mean - fake_mean).square().sum()
+def feature_matching(real_features: Tensor, fake_features: Tensor, reduction: str = "mean") -> Tensor:
+    """Feature matching (Salimans et al. 2016, sec. 3.1) between the batch means of D's features of real and
+    of generated samples, each (N, ...) flattened per sample to F features. ``reduction="sum"``: the paper's
+    ||E f(x) - E f(G(z))||_2^2; ``"mean"``: the same divided by F, as the authors' code (``T.mean(T.square(m1
+    - m2))``) and TorchGAN compute it, so that one weight means the same for layers of any size. Detach
+    ``real_features``: G's objective treats them as constants."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"model.feature_matching_reduction={reduction!r} is not allowed: choose mean or sum")
+    squared = (real_features.flatten(1).mean(0) - fake_features.flatten(1).mean(0)).square()
+    return squared.mean() if reduction == "mean" else squared.sum()
 
 
 def historical_average(params: Iterable[Tensor], means: Iterable[Tensor]) -> Tensor:

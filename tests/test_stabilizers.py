@@ -86,19 +86,24 @@ NETS = {
 }
 
 
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
 @pytest.mark.parametrize("layer", ["penultimate", 0, -1])
 @pytest.mark.parametrize("net", list(NETS))
-def test_feature_matching_is_the_squared_distance_of_mean_features_of_the_named_layer(net, layer):
+def test_feature_matching_is_the_squared_distance_of_mean_features_of_the_named_layer(net, layer, reduction):
     generator, discriminator, shape = NETS[net]
     torch.manual_seed(0)
     model = GAN(
-        generator, discriminator, img_shape=shape, latent_dim=8, feature_matching=2.0, feature_layer=layer
-    )
+        generator, discriminator, img_shape=shape, latent_dim=8, feature_matching=2.0, feature_layer=layer,
+        feature_matching_reduction=reduction,
+    )  # fmt: skip
     real, z = torch.rand(6, *shape) * 2 - 1, torch.randn(6, 8)
     fake = model.generator(z)
     loss, logs = model.g_loss(fake, None, z, real, torch.zeros(6, dtype=torch.long))
     d = model.discriminator
-    expected = (hand_features(d, real, layer).mean(0) - hand_features(d, fake, layer).mean(0)).square().sum()
+    real_f, fake_f = hand_features(d, real, layer), hand_features(d, fake, layer)
+    expected = (real_f.mean(0) - fake_f.mean(0)).square().sum() / (
+        real_f.shape[1] if reduction == "mean" else 1
+    )
     torch.testing.assert_close(logs["loss/fm"], expected.detach())
     torch.testing.assert_close(loss, logs["loss/g"] + 2.0 * expected)
     # G's gradient flows through the generated features only: the real ones are constants.
@@ -339,6 +344,7 @@ def test_r1_is_gamma_over_2_times_the_squared_input_gradient_on_real_samples_laz
         ({"hist_avg_g": -0.1}, r"model\.hist_avg_g=-0\.1 .*>= 0"),
         ({"mode_seeking": -1.0}, r"model\.mode_seeking=-1\.0 .*>= 0"),
         ({"one_sided_smoothing": 1.0}, r"model\.one_sided_smoothing=1\.0 must satisfy 0 <= s < 1"),
+        ({"feature_matching_reduction": "max"}, r"model\.feature_matching_reduction='max' .*mean or sum"),
     ],
 )
 def test_bad_settings_fail_before_training_naming_the_key(kwargs, message):

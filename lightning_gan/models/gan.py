@@ -84,6 +84,8 @@ class GAN(GANObjectives, GANLifecycle):
         channels_last: Keep the conv nets' weights and the real batches in channels-last memory layout (faster
             convolutions on recent GPUs with mixed precision).
         feature_matching: Weight w of ``w * ||E f(x) - E f(G(z))||^2`` in G's loss, f D's ``feature_layer``.
+        feature_matching_reduction: ``mean`` (over the F features: the authors' code) or ``sum`` (the paper's
+            norm) of the squared differences.
         feature_layer: ``penultimate`` or a block index of D (see :mod:`lightning_gan.models.terms`).
         feature_matching_only: Feature matching is G's whole objective (no adversarial G term).
         hist_avg_g, hist_avg_d: Weights of historical averaging, ``||theta - mean of past theta||^2``.
@@ -132,6 +134,7 @@ class GAN(GANObjectives, GANLifecycle):
         feature_matching: float = 0.0,
         feature_layer: FeatureLayer = "penultimate",
         feature_matching_only: bool = False,
+        feature_matching_reduction: Literal["mean", "sum"] = "mean",
         hist_avg_g: float = 0.0,
         hist_avg_d: float = 0.0,
         one_sided_smoothing: float = 0.0,
@@ -231,6 +234,7 @@ class GAN(GANObjectives, GANLifecycle):
             feature_matching=feature_matching,
             feature_layer=feature_layer,
             feature_matching_only=feature_matching_only,
+            feature_matching_reduction=feature_matching_reduction,
             hist_avg_g=hist_avg_g,
             hist_avg_d=hist_avg_d,
             mode_seeking=mode_seeking,

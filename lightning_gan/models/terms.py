@@ -87,6 +87,7 @@ class LossTerms(nn.Module):
         feature_matching: float,
         feature_layer: FeatureLayer,
         feature_matching_only: bool,
+        feature_matching_reduction: str,
         hist_avg_g: float,
         hist_avg_d: float,
         mode_seeking: float,
@@ -102,6 +103,12 @@ class LossTerms(nn.Module):
         ):
             require(value >= 0, f"model.{key}", value, "must be >= 0 (0 = off)")
         require_int("model.r1_every", r1_every, 1)
+        require(
+            feature_matching_reduction in ("mean", "sum"),
+            "model.feature_matching_reduction",
+            feature_matching_reduction,
+            "choose mean or sum",
+        )
         require(
             not feature_matching_only or feature_matching > 0,
             "model.feature_matching_only",
@@ -128,6 +135,7 @@ class LossTerms(nn.Module):
             feature_layer,
             feature_matching_only,
         )
+        self.fm_reduction = feature_matching_reduction
         self.ms_weight = mode_seeking
         self.hist_weights = {"g": hist_avg_g, "d": hist_avg_d}
         # None when off, so a run without them keeps its checkpoint keys.
@@ -188,7 +196,10 @@ class LossTerms(nn.Module):
         """G's enabled terms, given D's features of its samples (and, for feature matching, of real ones)."""
         terms: Terms = {}
         if self.fm_weight > 0:
-            terms["fm"] = (self.fm_weight, feature_matching(real_features.detach(), fake_features))
+            terms["fm"] = (
+                self.fm_weight,
+                feature_matching(real_features.detach(), fake_features, self.fm_reduction),
+            )
         if self.hist_g is not None:
             terms["hist_avg_g"] = (self.hist_weights["g"], self.hist_g(generator))
         if self.ms_weight > 0:
