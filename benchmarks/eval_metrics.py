@@ -72,7 +72,8 @@ def real_figures(seed: int = 0) -> dict[str, float]:
 def run_key(config: str, steps: int, seed: int, args: list[str]) -> str:
     """What a variant's figures depend on: the config's and its included files' bytes, steps, seed, args."""
     blob = hashlib.sha256()
-    for path in sorted(Path("configs").rglob("*.yaml")):  # a preset's YAML includes files of configs/common
+    included = sorted(Path(config).parent.glob("common/*.yaml"))  # what a preset's YAML includes
+    for path in [Path(config), *included]:
         blob.update(str(path).encode() + path.read_bytes())
     blob.update(json.dumps([config, steps, seed, args]).encode())
     return blob.hexdigest()[:20]
