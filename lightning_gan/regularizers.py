@@ -7,8 +7,8 @@ scores (N,) or (N, 1), higher meaning "more real", as in :mod:`lightning_gan.los
 Example:
     >>> import torch
     >>> real, fake = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.zeros(2, 2)
-    >>> feature_matching(real, fake)  # ||(2, 3) - (0, 0)||^2
-    tensor(13.)
+    >>> feature_matching(real, fake, "sum"), feature_matching(real, fake)  # ||(2, 3) - (0, 0)||^2, and / F
+    (tensor(13.), tensor(6.5000))
 """
 
 from __future__ import annotations
