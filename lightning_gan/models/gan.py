@@ -29,6 +29,7 @@ from lightning_gan.models.objectives import GANObjectives
 from lightning_gan.models.terms import FeatureLayer, LossTerms
 from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator, apply_spectral_norm, has_batchnorm
 from lightning_gan.rng import StepRNG
+from lightning_gan.transforms import InstanceNoise, NoiseKind
 from lightning_gan.validation import require, require_int
 
 OptimizerName = Literal["adam", "rmsprop"]
@@ -96,6 +97,9 @@ class GAN(GANObjectives, GANLifecycle):
         mode_seeking: Weight of the mode-seeking term (pairs of z of one class should differ in G(z)).
         r1_weight: gamma of the R1 penalty ``gamma/2 E ||grad D(x)||^2`` on real samples; 0 = off.
         r1_every: Lazy R1: applied at every k-th D update (weighted k times).
+        instance_noise: ``none``, ``gaussian`` or ``uniform`` noise on every input D scores in training.
+        instance_noise_scale: Its sigma (gaussian) or upper bound a of U(0, a) (uniform).
+        instance_noise_anneal: Generator steps over which the scale falls linearly to 0; 0 = constant.
 
     Example:
         >>> model = GAN(img_shape=(1, 28, 28), latent_dim=16)
@@ -146,6 +150,9 @@ class GAN(GANObjectives, GANLifecycle):
         mode_seeking: float = 0.0,
         r1_weight: float = 0.0,
         r1_every: int = 1,
+        instance_noise: NoiseKind = "none",
+        instance_noise_scale: float = 0.0,
+        instance_noise_anneal: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -225,6 +232,7 @@ class GAN(GANObjectives, GANLifecycle):
                 )
         if spectral_norm:
             apply_spectral_norm(self.discriminator)
+        self.instance_noise = InstanceNoise(instance_noise, instance_noise_scale, instance_noise_anneal)
         self.loss_terms = LossTerms(
             self.generator,
             self.discriminator,  # after spectral norm: its historical average is over SN's parameters

@@ -54,6 +54,10 @@ class GANObjectives:
             return class_logits.sum() * 0  # keeps the graph (and DDP's reducer) whole
         return F.cross_entropy(class_logits[known], labels[known], label_smoothing=self.hparams.soft_labels)
 
+    def d_view(self, x: Tensor) -> Tensor:
+        """What D sees of a sample in training: ``x`` through the input transforms (instance noise)."""
+        return self.instance_noise(x, self.global_step)
+
     @staticmethod
     def add_terms(loss: Tensor, logs: dict[str, Tensor], terms: Terms) -> tuple[Tensor, dict[str, Tensor]]:
         """The one place where the enabled stabilisers join an objective: ``loss + weight * value`` for each,
@@ -71,7 +75,8 @@ class GANObjectives:
         hp = self.hparams
         real_cond = labels if self.d_takes_label else None
         fake_cond = fake_labels if self.d_takes_label else None
-        real_out, fake_out = self.discriminator(real, real_cond), self.discriminator(fake, fake_cond)
+        real_out = self.discriminator(self.d_view(real), real_cond)
+        fake_out = self.discriminator(self.d_view(fake), fake_cond)
         real_scores, fake_scores = self.scores(real_out), self.scores(fake_out)
         adversarial = self.adversarial_loss.d(real_scores, fake_scores)
         # SSGAN: L_D = L_label + (w/2)(L_unlabel + L_fake); every other mode weighs the adversarial loss 1.
@@ -81,6 +86,8 @@ class GANObjectives:
             "d/real_score": real_scores.detach().mean(),
             "d/fake_score": fake_scores.detach().mean(),
         }
+        if self.instance_noise.kind != "none":
+            logs["d/instance_noise"] = torch.tensor(self.instance_noise.scale_at(self.global_step))
         if self.class_head:
             class_real = self.class_loss(real_out.class_logits, labels)
             loss = loss + hp.class_weight * class_real
@@ -92,7 +99,7 @@ class GANObjectives:
         scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer else None
         terms = self.loss_terms.d_terms(
             self.discriminator,
-            lambda x: self.scores(self.discriminator(x, real_cond)),
+            lambda x: self.scores(self.discriminator(self.d_view(x), real_cond)),
             real,
             fake,
             d_step,
@@ -111,9 +118,8 @@ class GANObjectives:
         """G's objective on its samples ``fake`` = G(z) of the asked classes; feature matching compares D's
         features of them with those of the ``real`` batch (with its ``labels``)."""
         terms = self.loss_terms
-        out, fake_features = terms.features(
-            self.discriminator, fake, fake_labels if self.d_takes_label else None
-        )
+        fake_cond = fake_labels if self.d_takes_label else None
+        out, fake_features = terms.features(self.discriminator, self.d_view(fake), fake_cond)
         adversarial = self.adversarial_loss.g(self.scores(out))
         logs = {"loss/g": adversarial.detach()}
         # Feature matching as G's whole objective (Salimans et al. 2016, sec. 5): no adversarial G term.
@@ -125,9 +131,8 @@ class GANObjectives:
         real_features = None
         if terms.needs_real_batch_for_g:
             with torch.no_grad():
-                _, real_features = terms.features(
-                    self.discriminator, real, labels if self.d_takes_label else None
-                )
+                real_cond = labels if self.d_takes_label else None
+                _, real_features = terms.features(self.discriminator, self.d_view(real), real_cond)
         return self.add_terms(
             loss, logs, terms.g_terms(self.generator, fake_features, real_features, fake, z)
         )
