@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lightning_gan.nets.layers import DOut
+from lightning_gan.nets.minibatch import make_minibatch_layer
 from lightning_gan.validation import require, require_int
 
 LatentMode = Literal["concat", "multiply"]
@@ -227,10 +228,12 @@ class ConditionalDiscriminator(nn.Module):
         self.label_maps = LabelMaps(num_classes) if concat else None
         return num_classes if concat else 0
 
-    def init_heads(self, num_features: int, class_head: int) -> None:
-        """Build the real/fake head, the projection term (when labels enter by projection) and a class head
-        of ``class_head`` logits (0 for none) on ``num_features``-d features."""
+    def init_heads(self, num_features: int, class_head: int, minibatch: tuple = ("none",)) -> None:
+        """Build the minibatch layer (``minibatch``: the arguments of :func:`make_minibatch_layer` after the
+        features' size), the real/fake head, the projection term (when labels enter by projection) and a class
+        head of ``class_head`` logits (0 for none) on ``num_features``-d features."""
         require_int("class_head", class_head, 0)
+        self.minibatch, num_features = make_minibatch_layer(minibatch[0], num_features, *minibatch[1:])
         self.num_features = num_features
         self.head = nn.Linear(num_features, 1)
         projection = self.num_classes > 0 and self.label_input == "projection"
@@ -253,6 +256,8 @@ class ConditionalDiscriminator(nn.Module):
         if self.label_maps is not None:
             x = self.label_maps(x, labels)  # K more channels
         features = self.stages(x).flatten(1)  # (N, F)
+        if self.minibatch is not None:
+            features = self.minibatch(features)  # (N, F + batch statistics)
         logits = self.head(features).squeeze(1)  # (N,)
         if self.projection is not None:
             logits = logits + self.projection(features, labels)

@@ -13,6 +13,7 @@ from lightning_gan.nets.conditioning import (
     require_labels,
 )
 from lightning_gan.nets.layers import NormKind, check_img_shape, init_dcgan_weights_, make_norm
+from lightning_gan.nets.minibatch import MinibatchKind
 from lightning_gan.validation import require, require_int
 
 Upsample = Literal["transposed", "nearest", "bilinear"]
@@ -164,6 +165,9 @@ class DCGANDiscriminator(ConditionalDiscriminator):
             gradient penalty, which assumes each sample's score depends only on that sample.
         label_input: How labels enter when ``num_classes > 0``: ``"concat"``: one-hot maps appended to the
             image (``LabelMaps``); ``"projection"``: a ``ProjectionHead`` term added to the logits.
+        minibatch: ``none``, ``stddev`` (minibatch standard deviation, Karras et al. 2018) or
+            ``discrimination`` (Salimans et al. 2016, sec. 3.2): batch statistics appended to the features.
+        minibatch_kernels, minibatch_kernel_dim: B and C of minibatch discrimination.
 
     Example:
         >>> import torch
@@ -185,6 +189,9 @@ class DCGANDiscriminator(ConditionalDiscriminator):
         base_channels: int = 64,
         norm: NormKind = "batch",
         label_input: LabelInput = "concat",
+        minibatch: MinibatchKind = "none",
+        minibatch_kernels: int = 50,
+        minibatch_kernel_dim: int = 5,
     ) -> None:
         super().__init__()
         require_int("num_classes", num_classes, 0)
@@ -206,5 +213,9 @@ class DCGANDiscriminator(ConditionalDiscriminator):
                 )
             )
         self.stages = nn.Sequential(*stages)
-        self.init_heads(base_channels * 2 ** (n - 1) * (h // 2**n) * (w // 2**n), class_head)
+        self.init_heads(
+            base_channels * 2 ** (n - 1) * (h // 2**n) * (w // 2**n),
+            class_head,
+            (minibatch, minibatch_kernels, minibatch_kernel_dim),
+        )
         init_dcgan_weights_(self)  # leaves the embeddings of ProjectionHead as it initialised them

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from lightning_gan.nets.conditioning import require_labels
 from lightning_gan.nets.layers import DOut, check_img_shape
+from lightning_gan.nets.minibatch import MinibatchKind, make_minibatch_layer
 from lightning_gan.validation import require, require_int
 
 
@@ -100,6 +101,9 @@ class MLPDiscriminator(nn.Module):
         embed_dim: Size of the label embedding.
         negative_slope: LeakyReLU slope.
         dropout: Dropout probability after every hidden layer; 0 for none.
+        minibatch: ``none``, ``stddev`` (minibatch standard deviation, Karras et al. 2018) or
+            ``discrimination`` (Salimans et al. 2016, sec. 3.2): batch statistics appended to the features.
+        minibatch_kernels, minibatch_kernel_dim: B and C of minibatch discrimination.
 
     Example:
         >>> d = MLPDiscriminator((1, 28, 28), 10, class_head=10)
@@ -118,6 +122,9 @@ class MLPDiscriminator(nn.Module):
         embed_dim: int = 10,
         negative_slope: float = 0.2,
         dropout: float = 0.3,
+        minibatch: MinibatchKind = "none",
+        minibatch_kernels: int = 50,
+        minibatch_kernel_dim: int = 5,
     ) -> None:
         super().__init__()
         require_int("num_classes", num_classes, 0)
@@ -140,6 +147,9 @@ class MLPDiscriminator(nn.Module):
             self.layer_ends.append(len(layers) - 1)  # index of each hidden layer's last module
             width = h
         self.net = nn.Sequential(*layers)
+        self.minibatch, width = make_minibatch_layer(
+            minibatch, width, minibatch_kernels, minibatch_kernel_dim
+        )
         self.num_features = width
         self.head = nn.Linear(width, 1)
         self.classifier = nn.Linear(width, class_head) if class_head > 0 else None
@@ -156,6 +166,8 @@ class MLPDiscriminator(nn.Module):
         if self.embed is not None:
             x = torch.cat([x, self.embed(require_labels(labels, self.num_classes))], dim=1)  # (N, CHW + E)
         features = self.net(x)  # (N, F)
+        if self.minibatch is not None:
+            features = self.minibatch(features)  # (N, F + batch statistics)
         logits = rearrange(self.head(features), "n 1 -> n")  # (N,)
         class_logits = self.classifier(features) if self.classifier is not None else None  # (N, K)
         return DOut(logits=logits, class_logits=class_logits, features=features)

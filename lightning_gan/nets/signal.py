@@ -27,6 +27,7 @@ from lightning_gan.nets.conditioning import (
     require_labels,
 )
 from lightning_gan.nets.layers import NormKind, check_img_shape, init_dcgan_weights_, make_norm
+from lightning_gan.nets.minibatch import MinibatchKind
 from lightning_gan.validation import require, require_int
 
 Conv = Literal["2d", "1d"]
@@ -255,6 +256,9 @@ class SignalDiscriminator(ConditionalDiscriminator):
         num_stages: Stride-2 stages; by default as many as :func:`signal_stages` allows.
         norm: Norm after every conv but the first; not ``"batch"`` with a gradient penalty.
         label_input: ``"concat"`` (one-hot maps appended to the input) or ``"projection"``.
+        minibatch: ``none``, ``stddev`` (minibatch standard deviation, Karras et al. 2018) or
+            ``discrimination`` (Salimans et al. 2016, sec. 3.2): batch statistics appended to the features.
+        minibatch_kernels, minibatch_kernel_dim: B and C of minibatch discrimination.
 
     Example:
         >>> import torch
@@ -276,6 +280,9 @@ class SignalDiscriminator(ConditionalDiscriminator):
         num_stages: int | None = None,
         norm: NormKind = "batch",
         label_input: LabelInput = "concat",
+        minibatch: MinibatchKind = "none",
+        minibatch_kernels: int = 50,
+        minibatch_kernel_dim: int = 5,
     ) -> None:
         super().__init__()
         require_int("num_classes", num_classes, 0)
@@ -302,7 +309,11 @@ class SignalDiscriminator(ConditionalDiscriminator):
             )
         self.stages = nn.Sequential(*stages)
         rows = 1 if conv == "1d" else sensors
-        self.init_heads(base_channels * 2 ** (n - 1) * rows * (length // 2**n), class_head)
+        self.init_heads(
+            base_channels * 2 ** (n - 1) * rows * (length // 2**n),
+            class_head,
+            (minibatch, minibatch_kernels, minibatch_kernel_dim),
+        )
         init_dcgan_weights_(self)
 
     def to_input(self, x: Tensor) -> Tensor:
