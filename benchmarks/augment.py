@@ -36,12 +36,12 @@ import argparse
 import csv
 import hashlib
 import json
-import os
 import statistics
 from pathlib import Path
 
 import torch
 from lightning.pytorch import Trainer, seed_everything
+from results_log import append_result, load_results
 
 from lightning_gan.cli import run
 from lightning_gan.data import DigitsDataModule, GANDataModule, MixedDataModule
@@ -103,20 +103,12 @@ def accuracies(data, backbone: str, seed: int, steps: int, root: Path) -> tuple[
 
 
 class Results:
-    """Measured (validation, test) accuracies, one JSON line per classifier, appended and fsynced as each one
-    finishes, so that a rerun after a crash reuses them. Hand-written: Lightning checkpoints resume one run,
-    not a grid of runs."""
+    """Measured (validation, test) accuracies, one JSON line per classifier (see ``results_log``), so that a
+    rerun after a crash reuses them."""
 
     def __init__(self, path: Path, context: dict) -> None:
         self.path, self.context = path, context
-        self.done: dict[str, tuple[float, float]] = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by a kill
-                    continue
-                self.done[entry["key"]] = (entry["val"], entry["test"])
+        self.done = {key: (e["val"], e["test"]) for key, e in load_results(path).items()}
 
     def key(self, setting: dict, seed: int) -> str:
         blob = json.dumps({**self.context, **setting, "seed": seed}, sort_keys=True)
@@ -128,12 +120,9 @@ class Results:
     def add(self, setting: dict, seed: int, val: float, test: float) -> None:
         key = self.key(setting, seed)
         self.done[key] = (val, test)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            entry = {"key": key, "setting": name(setting), "seed": seed, "val": val, "test": test}
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_result(
+            self.path, {"key": key, "setting": name(setting), "seed": seed, "val": val, "test": test}
+        )
 
 
 def file_digest(path: str | Path) -> str:

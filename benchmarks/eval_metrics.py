@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shlex
 import time
 from pathlib import Path
 
 import torch
+from results_log import append_result, load_results
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
@@ -77,27 +77,6 @@ def run_key(config: str, steps: int, seed: int, args: list[str]) -> str:
         blob.update(str(path).encode() + path.read_bytes())
     blob.update(json.dumps([config, steps, seed, args]).encode())
     return blob.hexdigest()[:20]
-
-
-def load_results(path: Path) -> dict[str, dict]:
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill
-                continue
-            done[entry["key"]] = entry
-    return done
-
-
-def append_result(path: Path, entry: dict) -> None:
-    # Hand-written: Lightning checkpoints resume one run, not a set of runs.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(entry) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def train_variant(config: str, steps: int, seed: int, args: list[str], root: Path) -> dict:

@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -287,6 +288,8 @@ def test_bad_filter_settings_name_the_key(real, cgan_ckpt, tmp_path, kwargs, key
 
 
 def augment_benchmark():
+    if str(REPO / "benchmarks") not in sys.path:  # as when run as a script: its sibling results_log imports
+        sys.path.insert(0, str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location("augment_benchmark", REPO / "benchmarks" / "augment.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
