@@ -250,6 +250,16 @@ def write_trial_record() -> Path | None:
     return record
 
 
+def leave_process_group() -> None:
+    """After a run under DDP, waits for every rank and then destroys the process group. Lightning destroys
+    only NCCL groups at exit; a gloo group left to the interpreter's teardown now and then aborts a rank that
+    had finished ("terminate called without an active exception", status 134), which turned a SLURM job's
+    requeue (status 75 from every task) into a failure."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no rank leaves while a peer still talks to it
+        torch.distributed.destroy_process_group()
+
+
 def main() -> None:
     """Entry point of ``lightning-gan`` and ``python -m lightning_gan``. Exits with
     :attr:`SlurmRequeue.EXIT_STATUS` when that callback stopped the run for a SLURM time limit, so that the
@@ -265,5 +275,6 @@ def main() -> None:
     finally:
         if record is not None and not stopped:
             record.unlink(missing_ok=True)
+    leave_process_group()
     if stopped:
         sys.exit(SlurmRequeue.EXIT_STATUS)

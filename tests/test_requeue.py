@@ -187,3 +187,21 @@ def test_sweep_sh_refuses_settings_that_cannot_work_before_any_agent(tmp_path, a
     )  # fmt: skip
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_main_leaves_no_process_group_behind_after_a_ddp_run(tmp_path, monkeypatch):
+    # Lightning destroys only NCCL groups; a gloo group left to the interpreter's teardown now and then
+    # aborted a finished rank (status 134), failing a SLURM requeue that needs status 75 from every task.
+    from lightning_gan.cli import main
+
+    monkeypatch.setattr(sys, "argv", [
+        "lightning-gan", "fit", "--config", str(REPO / "configs" / "dcgan.yaml"), *TINY,
+        f"--trainer.default_root_dir={tmp_path}", "--trainer.max_steps=1",
+        "--trainer.strategy=ddp", "--trainer.devices=1",
+    ])  # fmt: skip
+    try:
+        main()
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
