@@ -24,15 +24,14 @@ from lightning.pytorch.core.optimizer import LightningOptimizer, do_nothing_clos
 from torch import Tensor, nn
 
 from lightning_gan.losses import AdvLoss, clip_weights_, get_loss
-from lightning_gan.models.lifecycle import GANLifecycle
+from lightning_gan.models.lifecycle import GANLifecycle, OptimizerName
 from lightning_gan.models.objectives import GANObjectives
 from lightning_gan.models.terms import FeatureLayer, LossTerms
 from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator, apply_spectral_norm, has_batchnorm
 from lightning_gan.rng import StepRNG
-from lightning_gan.transforms import InstanceNoise, NoiseKind
+from lightning_gan.transforms import DiffAugment, InstanceNoise, NoiseKind
 from lightning_gan.validation import require, require_int
 
-OptimizerName = Literal["adam", "rmsprop"]
 #: How labels enter: none; cgan (G and D take the label); acgan (G takes it, D classifies, Odena et al. 2017);
 #: ssgan (D has K class logits, "fake" is the implicit K+1-th class, Salimans et al. 2016, sec. 5).
 Conditioning = Literal["none", "cgan", "acgan", "ssgan"]
@@ -40,17 +39,6 @@ UpdateOrder = Literal["d_first", "g_first"]
 GeneratorFactory = Callable[[int, tuple[int, int, int], int], nn.Module]
 DiscriminatorFactory = Callable[[tuple[int, int, int], int], nn.Module]
 Batch = Sequence[Tensor]  # (images (N, C, H, W) in [-1, 1], labels (N,))
-
-
-def make_optimizer(
-    name: str, params: Sequence[nn.Parameter], lr: float, betas: tuple[float, float]
-) -> torch.optim.Optimizer:
-    """Builds the optimizer a user names with ``--model.optimizer_g`` / ``--model.optimizer_d``."""
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas)
-    if name == "rmsprop":  # WGAN (Arjovsky et al. 2017, Alg. 1) uses RMSprop: momentum-free, betas unused
-        return torch.optim.RMSprop(params, lr=lr)
-    raise ValueError(f"optimizer {name!r} is not allowed: choose adam or rmsprop")
 
 
 class GAN(GANObjectives, GANLifecycle):
@@ -100,6 +88,11 @@ class GAN(GANObjectives, GANLifecycle):
         instance_noise: ``none``, ``gaussian`` or ``uniform`` noise on every input D scores in training.
         instance_noise_scale: Its sigma (gaussian) or upper bound a of U(0, a) (uniform).
         instance_noise_anneal: Generator steps over which the scale falls linearly to 0; 0 = constant.
+        augment: DiffAugment's augmentations of every input D scores in training, e.g. ``translation,cutout``
+            (:class:`lightning_gan.transforms.DiffAugment`); ``none`` = off.
+        augment_p: Probability of each augmentation per sample (the start of an adaptive p).
+        augment_adaptive, augment_target, augment_ada_steps: Adaptive p as StyleGAN2-ADA: steer
+            E[sign D(real)] to the target; ada_steps generator steps take p from 0 to 1.
 
     Example:
         >>> model = GAN(img_shape=(1, 28, 28), latent_dim=16)
@@ -153,6 +146,11 @@ class GAN(GANObjectives, GANLifecycle):
         instance_noise: NoiseKind = "none",
         instance_noise_scale: float = 0.0,
         instance_noise_anneal: int = 0,
+        augment: str = "none",
+        augment_p: float = 0.0,
+        augment_adaptive: bool = False,
+        augment_target: float | None = None,
+        augment_ada_steps: int = 500,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -233,6 +231,7 @@ class GAN(GANObjectives, GANLifecycle):
         if spectral_norm:
             apply_spectral_norm(self.discriminator)
         self.instance_noise = InstanceNoise(instance_noise, instance_noise_scale, instance_noise_anneal)
+        self.augment = DiffAugment(augment, augment_p, augment_adaptive, augment_target, augment_ada_steps)
         self.loss_terms = LossTerms(
             self.generator,
             self.discriminator,  # after spectral norm: its historical average is over SN's parameters
@@ -299,27 +298,6 @@ class GAN(GANObjectives, GANLifecycle):
             net.train(was_training)
 
     # ---------------------------------------------------------------- the training step, written once
-    def configure_optimizers(self) -> list[dict]:
-        hp = self.hparams
-        opt_g = make_optimizer(hp.optimizer_g, list(self.generator.parameters()), hp.lr_g, tuple(hp.betas_g))
-        opt_d = make_optimizer(
-            hp.optimizer_d, list(self.discriminator.parameters()), hp.lr_d, tuple(hp.betas_d)
-        )
-        configs = []
-        for opt, (key, scheduler) in zip((opt_g, opt_d), self.scheduler_factories.items(), strict=True):
-            config: dict = {"optimizer": opt}
-            if scheduler is not None:
-                sched = scheduler(opt)
-                require(
-                    not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau),
-                    f"model.{key}",
-                    type(sched).__name__,
-                    "schedulers here are stepped per generator step without a metric",
-                )
-                config["lr_scheduler"] = {"scheduler": sched, "interval": "step"}
-            configs.append(config)
-        return configs
-
     def training_step(self, batches: Sequence[Batch], batch_idx: int) -> None:
         if not (
             isinstance(batches, list | tuple)
@@ -349,6 +327,9 @@ class GAN(GANObjectives, GANLifecycle):
             ]
             if not g_first:
                 g_logs = self.generator_step(opt_g, batches[-1])
+        r_t = self.augment.adjust(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+        if r_t is not None:
+            g_logs["d/augment_rt"] = r_t.float()
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
             scheduler.step()

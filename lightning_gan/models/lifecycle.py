@@ -1,23 +1,71 @@
-"""The GAN module's life outside the training step: speed switches once per fit, checkpoints that resume
-exactly (the step's random stream, the global RNG states, what data G learnt from, D's evaluation
+"""The GAN module's life outside the training step: its optimizers, speed switches once per fit, checkpoints
+that resume exactly (the step's random stream, the global RNG states, what data G learnt from, D's evaluation
 statistics), and checks of the assembled run."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
 
 from lightning_gan.models.class_head import ClassHeadEvaluation
 from lightning_gan.rng import rng_states, set_rng_states
 from lightning_gan.validation import require
 
+OptimizerName = Literal["adam", "rmsprop"]
+
+
+def make_optimizer(
+    name: str, params: Sequence[nn.Parameter], lr: float, betas: tuple[float, float]
+) -> torch.optim.Optimizer:
+    """Builds the optimizer a user names with ``--model.optimizer_g`` / ``--model.optimizer_d``."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas)
+    if name == "rmsprop":  # WGAN (Arjovsky et al. 2017, Alg. 1) uses RMSprop: momentum-free, betas unused
+        return torch.optim.RMSprop(params, lr=lr)
+    raise ValueError(f"optimizer {name!r} is not allowed: choose adam or rmsprop")
+
+
+def adapt_state(module: nn.Module, state: dict[str, torch.Tensor], prefix: str) -> None:
+    """Make a checkpoint's ``state`` fit the stabilisers of ``module`` switched on now: one switched on for a
+    resumed run starts its state afresh (a historical average from the checkpoint's weights, adaptive p from
+    its start), one switched off drops its saved state."""
+    own = {prefix + key: value for key, value in module.state_dict().items()}
+    for key in [k for k in state if k.startswith(prefix) and k not in own]:
+        del state[key]
+    for key, value in own.items():
+        state.setdefault(key, value.clone())
+
 
 class GANLifecycle(ClassHeadEvaluation):
     """Hooks of :class:`lightning_gan.models.GAN` around its training step (a mixin: the attributes it reads,
     ``hparams``, ``generator``, ``discriminator``, ``generator_ema``, ``step_rng``, are the GAN's)."""
+
+    def configure_optimizers(self) -> list[dict]:
+        hp = self.hparams
+        opt_g = make_optimizer(hp.optimizer_g, list(self.generator.parameters()), hp.lr_g, tuple(hp.betas_g))
+        opt_d = make_optimizer(
+            hp.optimizer_d, list(self.discriminator.parameters()), hp.lr_d, tuple(hp.betas_d)
+        )
+        configs = []
+        for opt, (key, scheduler) in zip((opt_g, opt_d), self.scheduler_factories.items(), strict=True):
+            config: dict = {"optimizer": opt}
+            if scheduler is not None:
+                sched = scheduler(opt)
+                require(
+                    not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau),
+                    f"model.{key}",
+                    type(sched).__name__,
+                    "schedulers here are stepped per generator step without a metric",
+                )
+                config["lr_scheduler"] = {"scheduler": sched, "interval": "step"}
+            configs.append(config)
+        return configs
 
     def configure_model(self) -> None:
         # Once per fit, after the module is on its device and before the optimizers exist.
@@ -68,7 +116,8 @@ class GANLifecycle(ClassHeadEvaluation):
         self.step_rng.load_state_dict(checkpoint.get("step_rng"))  # absent in older checkpoints: reseeded
         self._resume_rng_states = checkpoint.get("rng_states")
         state = checkpoint["state_dict"]
-        self.loss_terms.adapt_checkpoint(state, "loss_terms.")  # stabilisers switched on or off since
+        for name in ("loss_terms", "augment"):  # stabilisers switched on or off since
+            adapt_state(getattr(self, name), state, f"{name}.")
         has_ema = any(key.startswith("generator_ema.") for key in state)
         if has_ema and self.generator_ema is None:
             # A run with EMA saved generator_ema.* weights: make room for them before loading.

@@ -9,11 +9,19 @@ from torch import Tensor
 
 from lightning_gan.models.terms import Terms
 from lightning_gan.nets import DOut
+from lightning_gan.transforms import ONE_PROCESS, Share
 
 
 class GANObjectives:
     """The objectives of :class:`lightning_gan.models.GAN` (a mixin: ``hparams``, ``generator``,
     ``discriminator``, ``adversarial_loss``, ``loss_terms`` and the conditioning switches are the GAN's)."""
+
+    @property
+    def share(self) -> Share:
+        """This process's share of the step's draws: its DDP rank and the number of ranks."""
+        if self._trainer is None:
+            return ONE_PROCESS
+        return Share(self.trainer.global_rank, self.trainer.world_size)
 
     def fake_labels(self, num_samples: int) -> Tensor | None:
         """Uniformly drawn classes for the samples G is asked for, or None for an unconditional G."""
@@ -29,8 +37,7 @@ class GANObjectives:
         stay identical, so the one state a checkpoint saves resumes every rank exactly. ``paired``: the
         share's second half asks for the classes of its first half (the mode-seeking term's pairs).
         """
-        world = self.trainer.world_size if self._trainer is not None else 1
-        rank = self.trainer.global_rank if self._trainer is not None else 0
+        rank, world = self.share
         labels = self.fake_labels(batch_size * world)
         z = self.sample_latent(batch_size * world)
         share = slice(rank * batch_size, (rank + 1) * batch_size)
@@ -55,8 +62,10 @@ class GANObjectives:
         return F.cross_entropy(class_logits[known], labels[known], label_smoothing=self.hparams.soft_labels)
 
     def d_view(self, x: Tensor) -> Tensor:
-        """What D sees of a sample in training: ``x`` through the input transforms (instance noise)."""
-        return self.instance_noise(x, self.global_step)
+        """What D sees of a sample in training: ``x`` through the input transforms (augmentation, then
+        instance noise)."""
+        share = self.share
+        return self.instance_noise(self.augment(x, share), self.global_step, share)
 
     @staticmethod
     def add_terms(loss: Tensor, logs: dict[str, Tensor], terms: Terms) -> tuple[Tensor, dict[str, Tensor]]:
@@ -88,6 +97,9 @@ class GANObjectives:
         }
         if self.instance_noise.kind != "none":
             logs["d/instance_noise"] = torch.tensor(self.instance_noise.scale_at(self.global_step))
+        if self.augment.enabled:
+            self.augment.observe(real_scores)
+            logs["d/augment_p"] = self.augment.p.float()
         if self.class_head:
             class_real = self.class_loss(real_out.class_logits, labels)
             loss = loss + hp.class_weight * class_real

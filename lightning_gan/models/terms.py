@@ -205,13 +205,3 @@ class LossTerms(nn.Module):
         if self.ms_weight > 0:
             terms["ms"] = (self.ms_weight, mode_seeking(fake, z))
         return terms
-
-    def adapt_checkpoint(self, state: dict[str, Tensor], prefix: str) -> None:
-        """Make a checkpoint's ``state`` fit the terms switched on now: a term switched on for a resumed run
-        starts its state afresh (a historical average from the checkpoint's weights), one switched off drops
-        its saved state."""
-        own = {prefix + key: value for key, value in self.state_dict().items()}
-        for key in [k for k in state if k.startswith(prefix) and k not in own]:
-            del state[key]
-        for key, value in own.items():
-            state.setdefault(key, value.clone())
