@@ -14,6 +14,7 @@ from lightning_gan.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from lightning_gan.nets.layers import DOut, apply_spectral_norm, has_batchnorm
 from lightning_gan.nets.mlp import MLPDiscriminator, MLPGenerator
 from lightning_gan.nets.signal import SignalDiscriminator, SignalGenerator
+from lightning_gan.nets.vbn import VirtualBatchNorm
 
 __all__ = [
     "ConditionalBatchNorm",
@@ -31,6 +32,7 @@ __all__ = [
     "ProjectionHead",
     "SignalDiscriminator",
     "SignalGenerator",
+    "VirtualBatchNorm",
     "apply_spectral_norm",
     "has_batchnorm",
 ]

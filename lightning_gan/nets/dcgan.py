@@ -12,8 +12,15 @@ from lightning_gan.nets.conditioning import (
     LatentConditioning,
     require_labels,
 )
-from lightning_gan.nets.layers import NormKind, check_img_shape, init_dcgan_weights_, make_norm
+from lightning_gan.nets.layers import (
+    GeneratorNormKind,
+    NormKind,
+    check_img_shape,
+    init_dcgan_weights_,
+    make_norm,
+)
 from lightning_gan.nets.minibatch import MinibatchKind
+from lightning_gan.nets.vbn import ReferenceBatch, decode_with_reference
 from lightning_gan.validation import require, require_int
 
 Upsample = Literal["transposed", "nearest", "bilinear"]
@@ -61,11 +68,13 @@ class DCGANGenerator(nn.Module):
         base_channels: Channels before the output conv; the first map has ``base_channels * 2^(n-1)``.
         upsample: ``"transposed"``: ConvTranspose2d(4, 2, 1); ``"nearest"``/``"bilinear"``: resize then
             Conv2d(3, 1, 1), which avoids checkerboard artefacts (Odena et al. 2016).
-        norm: Norm after every stage but the last (G's output has no norm).
+        norm: Norm after every stage but the last (G's output has no norm); ``"virtual"``: virtual batch
+            norm (:mod:`lightning_gan.nets.vbn`) over a reference batch that every forward decodes too.
         conditioning: How labels enter when ``num_classes > 0``: ``"concat"``/``"multiply"`` into z
             (see ``LatentConditioning``), or ``"cbn"``: every BatchNorm becomes a ``ConditionalBatchNorm2d``
             (needs ``norm="batch"``).
         embed_dim: Label embedding size for ``conditioning="concat"``.
+        vbn_reference: Size R >= 2 of the reference batch of ``norm="virtual"`` (unused otherwise).
 
     Example:
         >>> import torch
@@ -75,6 +84,9 @@ class DCGANGenerator(nn.Module):
         >>> g = DCGANGenerator(100, (1, 28, 28), 10, base_channels=8, conditioning="cbn")
         >>> g(torch.randn(5, 100), torch.arange(5)).shape
         torch.Size([5, 1, 28, 28])
+        >>> g = DCGANGenerator(100, (1, 28, 28), 10, base_channels=8, norm="virtual", vbn_reference=16)
+        >>> g(torch.randn(5, 100), torch.arange(5)).shape, g.reference.z.shape
+        (torch.Size([5, 1, 28, 28]), torch.Size([16, 100]))
     """
 
     def __init__(
@@ -85,16 +97,17 @@ class DCGANGenerator(nn.Module):
         *,
         base_channels: int = 64,
         upsample: Upsample = "transposed",
-        norm: NormKind = "batch",
+        norm: GeneratorNormKind = "batch",
         conditioning: Conditioning = "concat",
         embed_dim: int = 10,
+        vbn_reference: int = 64,
     ) -> None:
         super().__init__()
         require_int("latent_dim", latent_dim, 1)
         require_int("num_classes", num_classes, 0)
         require_int("base_channels", base_channels, 1)
         _check_choice("upsample", upsample, get_args(Upsample))
-        _check_choice("norm", norm, get_args(NormKind))
+        _check_choice("norm", norm, get_args(GeneratorNormKind))
         _check_choice("conditioning", conditioning, get_args(Conditioning))
         cbn = num_classes > 0 and conditioning == "cbn"
         if cbn:
@@ -107,7 +120,9 @@ class DCGANGenerator(nn.Module):
         self.start_shape = (base_channels * 2 ** (n - 1), h // 2**n, w // 2**n)
 
         def norm_layer(channels: int) -> nn.Module:
-            return ConditionalBatchNorm2d(channels, num_classes) if cbn else make_norm(norm, channels)
+            if cbn:
+                return ConditionalBatchNorm2d(channels, num_classes)
+            return make_norm(norm, channels, reference=vbn_reference)
 
         # None when unconditional, so an unconditional G keeps its parameter names and init RNG stream.
         latent_cond = num_classes > 0 and not cbn
@@ -135,12 +150,18 @@ class DCGANGenerator(nn.Module):
             stages.append(ConditionalSequential(*stage))
         self.stages = ConditionalSequential(*stages)
         init_dcgan_weights_(self)
+        # drawn after the weights, which are then those of the same G with another norm
+        virtual = norm == "virtual"
+        self.reference = ReferenceBatch(vbn_reference, latent_dim, num_classes) if virtual else None
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """Map z (N, latent_dim) and labels (N,) (int64; needed iff ``num_classes > 0``, else ignored)
         to images (N, C, H, W) in [-1, 1]."""
         if self.num_classes > 0:
             labels = require_labels(labels, self.num_classes)
+        return decode_with_reference(self.reference, self._decode, z, labels)
+
+    def _decode(self, z: Tensor, labels: Tensor | None) -> Tensor:
         if self.condition is not None:
             z = self.condition(z, labels)  # (N, latent_dim + embed_dim) for concat
         c0, h0, w0 = self.start_shape

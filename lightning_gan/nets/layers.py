@@ -10,7 +10,11 @@ from torch.nn.modules.instancenorm import _InstanceNorm
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
+from lightning_gan.nets.vbn import VirtualBatchNorm
+
 NormKind = Literal["batch", "instance", "layer", "none"]
+# A generator's norms: D's, and virtual batch norm (lightning_gan.nets.vbn), which needs G's reference batch.
+GeneratorNormKind = Literal["batch", "instance", "layer", "none", "virtual"]
 
 # The weight layers that init_dcgan_weights_ initialises; apply_spectral_norm normalises these and embeddings.
 _WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
@@ -42,15 +46,16 @@ def check_img_shape(img_shape: tuple[int, int, int]) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def make_norm(kind: NormKind, channels: int, dims: int = 2) -> nn.Module:
+def make_norm(kind: GeneratorNormKind, channels: int, dims: int = 2, reference: int = 64) -> nn.Module:
     """A normalisation layer for conv feature maps of shape (N, channels, H, W), or (N, channels, L) with
     ``dims=1``.
 
     ``"layer"`` is ``GroupNorm(1, channels)``: it normalises each sample over (C, H, W), like a
-    LayerNorm that does not need the spatial size. ``"none"`` is ``nn.Identity``.
+    LayerNorm that does not need the spatial size. ``"none"`` is ``nn.Identity``. ``"virtual"`` (generators
+    only) is a ``VirtualBatchNorm`` whose inputs start with a reference batch of ``reference`` samples.
 
     Raises:
-        ValueError: If ``kind`` is not one of ``NormKind``.
+        ValueError: If ``kind`` is not one of ``GeneratorNormKind``.
 
     Example:
         >>> make_norm("layer", 8).num_groups
@@ -64,7 +69,9 @@ def make_norm(kind: NormKind, channels: int, dims: int = 2) -> nn.Module:
         return nn.GroupNorm(1, channels)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"norm={kind!r} is not allowed: choose one of {', '.join(get_args(NormKind))}")
+    if kind == "virtual":
+        return VirtualBatchNorm(channels, reference)
+    raise ValueError(f"norm={kind!r} is not allowed: choose one of {', '.join(get_args(GeneratorNormKind))}")
 
 
 def init_dcgan_weights_(module: nn.Module) -> None:
@@ -75,7 +82,10 @@ def init_dcgan_weights_(module: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, _BatchNorm | _InstanceNorm | nn.GroupNorm) and m.weight is not None:
+        elif (
+            isinstance(m, _BatchNorm | _InstanceNorm | nn.GroupNorm | VirtualBatchNorm)
+            and m.weight is not None
+        ):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 

@@ -26,8 +26,15 @@ from lightning_gan.nets.conditioning import (
     LatentConditioning,
     require_labels,
 )
-from lightning_gan.nets.layers import NormKind, check_img_shape, init_dcgan_weights_, make_norm
+from lightning_gan.nets.layers import (
+    GeneratorNormKind,
+    NormKind,
+    check_img_shape,
+    init_dcgan_weights_,
+    make_norm,
+)
 from lightning_gan.nets.minibatch import MinibatchKind
+from lightning_gan.nets.vbn import ReferenceBatch, decode_with_reference
 from lightning_gan.validation import require, require_int
 
 Conv = Literal["2d", "1d"]
@@ -145,10 +152,12 @@ class SignalGenerator(nn.Module):
         out_kernel: (time, sensor) kernel of the output conv.
         num_stages: x2 stages; by default as many as :func:`signal_stages` allows (4 for T = 128).
         upsample: ``"linear"`` (bilinear for 2-D maps) or ``"nearest"``.
-        norm: Norm after every stage.
+        norm: Norm after every stage; ``"virtual"``: virtual batch norm (:mod:`lightning_gan.nets.vbn`) over a
+            reference batch that every forward decodes too.
         conditioning: How labels enter when ``num_classes > 0``: ``"concat"``/``"multiply"`` into z, or
             ``"cbn"``: class-conditional BatchNorm (needs ``norm="batch"``).
         embed_dim: Label embedding size for ``conditioning="concat"``.
+        vbn_reference: Size R >= 2 of the reference batch of ``norm="virtual"`` (unused otherwise).
 
     Example:
         >>> import torch
@@ -172,9 +181,10 @@ class SignalGenerator(nn.Module):
         out_kernel: tuple[int, int] = (5, 1),
         num_stages: int | None = None,
         upsample: Upsample = "linear",
-        norm: NormKind = "batch",
+        norm: GeneratorNormKind = "batch",
         conditioning: Conditioning = "concat",
         embed_dim: int = 10,
+        vbn_reference: int = 64,
     ) -> None:
         super().__init__()
         require_int("latent_dim", latent_dim, 1)
@@ -182,7 +192,7 @@ class SignalGenerator(nn.Module):
         require_int("base_channels", base_channels, 1)
         _check_choice("conv", conv, get_args(Conv))
         _check_choice("upsample", upsample, get_args(Upsample))
-        _check_choice("norm", norm, get_args(NormKind))
+        _check_choice("norm", norm, get_args(GeneratorNormKind))
         _check_choice("conditioning", conditioning, get_args(Conditioning))
         kernel, out_kernel = _check_kernel("kernel", kernel), _check_kernel("out_kernel", out_kernel)
         cbn = num_classes > 0 and conditioning == "cbn"
@@ -201,7 +211,7 @@ class SignalGenerator(nn.Module):
         cbn_class = ConditionalBatchNorm1d if conv == "1d" else ConditionalBatchNorm2d
 
         def norm_layer(c: int) -> nn.Module:
-            return cbn_class(c, num_classes) if cbn else make_norm(norm, c, layout.dims)
+            return cbn_class(c, num_classes) if cbn else make_norm(norm, c, layout.dims, vbn_reference)
 
         latent_cond = num_classes > 0 and not cbn
         self.condition = (
@@ -227,12 +237,17 @@ class SignalGenerator(nn.Module):
             layout.conv_layer(base_channels, out_channels, out_kernel, 1, True), nn.Tanh()
         )
         init_dcgan_weights_(self)
+        virtual = norm == "virtual"  # drawn after the weights, as in DCGANGenerator
+        self.reference = ReferenceBatch(vbn_reference, latent_dim, num_classes) if virtual else None
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """Map z (N, latent_dim) and labels (N,) (int64; needed iff ``num_classes > 0``, else ignored) to
         windows (N, 1, S, T) in [-1, 1]."""
         if self.num_classes > 0:
             labels = require_labels(labels, self.num_classes)
+        return decode_with_reference(self.reference, self._decode, z, labels)
+
+    def _decode(self, z: Tensor, labels: Tensor | None) -> Tensor:
         if self.condition is not None:
             z = self.condition(z, labels)
         x = self.project(z).view(len(z), *self.start_shape)  # (N, C, t) or (N, C, S, t)
