@@ -53,7 +53,8 @@ class Probe(Callback):
         name = f"rank{trainer.global_rank}-step{trainer.global_step}.json"
         path = os.path.join(os.environ["PROBE_DIR"], name)
         with open(path, "w") as f:
-            json.dump({**self.counts, "z": self.z[:2], "world": trainer.world_size}, f)
+            p = pl_module.augment.p.item() if pl_module.augment.enabled else None
+            json.dump({**self.counts, "z": self.z[:2], "world": trainer.world_size, "augment_p": p}, f)
 '''
 
 CONFIG = """
@@ -136,20 +137,28 @@ def test_the_run_resumes_under_ddp_in_its_folder(ddp):
 
 def test_the_stabilisers_train_under_ddp(ddp_fit):
     """Feature matching, mode seeking, historical averages (buffers DDP broadcasts), lazy R1 (a double
-    backward through D's input gradient) and clipping together, on 2 ranks."""
+    backward through D's input gradient), clipping, instance noise and adaptive augmentation (r_t summed over
+    the ranks) together, on 2 ranks."""
     ddp, fit = ddp_fit
     flags = [
         "--model.feature_matching=1", "--model.mode_seeking=1", "--model.hist_avg_g=0.1",
         "--model.hist_avg_d=0.1", "--model.r1_weight=1", "--model.r1_every=2",
         "--model.discriminator.init_args.norm=layer", "--model.grad_clip_g=1", "--model.grad_clip_d=1",
+        "--model.instance_noise=uniform", "--model.instance_noise_scale=0.01",
+        "--model.augment=translation,color", "--model.augment_p=0.5", "--model.augment_adaptive=true",
+        "--model.augment_target=0.6", "--model.augment_ada_steps=8",
         f"--trainer.default_root_dir={ddp / 'stabilised'}",
     ]  # fmt: skip
-    fit(2, *flags)
+    fit(5, *flags)  # 5 steps: its probe files are not those of the `ddp` runs (4 and 6 steps)
     import torch
 
     (last,) = (ddp / "stabilised").glob("**/checkpoints/last.ckpt")
     state = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
-    assert state["loss_terms.hist_d.count"].item() == 2 * 3 and state["loss_terms.hist_g.count"].item() == 2
+    assert state["loss_terms.hist_d.count"].item() == 5 * 3 and state["loss_terms.hist_g.count"].item() == 5
+    # p moved from 0.5 at step 4 by the r_t of both ranks, to the same value on each
+    assert (
+        probe(ddp, 0, 5)["augment_p"] == probe(ddp, 1, 5)["augment_p"] == state["augment.p"].item() in (0, 1)
+    )
     (metrics,) = (ddp / "stabilised").glob("**/metrics.csv")
     rows = [r for r in csv.DictReader(metrics.open()) if r.get("loss/fm")]
-    assert len(rows) == 2 and all(float(r["loss/fm"]) < float("inf") and r["loss/r1"] != "nan" for r in rows)
+    assert len(rows) == 5 and all(float(r["loss/fm"]) < float("inf") and r["loss/r1"] != "nan" for r in rows)
