@@ -86,10 +86,13 @@ def generate(
     labels = _labels(model, num_samples, class_label, per_class, rng)
     if labels is not None:
         num_samples = len(labels)
+    # every z in one draw: torch's CPU randn takes another path for fewer than 16 numbers, so drawing per
+    # batch would make the samples depend on the batch size
+    latents = torch.randn(num_samples, model.latent_dim, generator=rng)
     chunks = []
     for start in tqdm(range(0, num_samples, batch_size), desc="generate", unit="batch"):
         n = min(batch_size, num_samples - start)
-        z = torch.randn(n, model.latent_dim, generator=rng).to(device)
+        z = latents[start : start + n].to(device)
         batch_labels = None if labels is None else labels[start : start + n].to(device)
         chunks.append(model.sample(n, batch_labels, z=z, ema=not no_ema).float().cpu())
     images = torch.cat(chunks)

@@ -89,9 +89,18 @@ def test_fit_writes_a_png_grid_and_generate_writes_the_npz(tmp_path):
     assert images.dtype == np.float32 and images.shape == (37, 1, 28, 28)
     assert images.min() >= -1 and images.max() <= 1
     assert out.with_suffix(".png").is_file()
-    again = tmp_path / "again.npz"
-    run(["generate", f"--ckpt_path={ckpt}", "--num_samples=37", f"--output={again}"])
-    assert np.allclose(np.load(again)["images"], images, atol=1e-5)  # same seed, same z, any batch size
+    for batch_size in (500, 1):  # 1 x latent_dim 8: fewer than the 16 numbers of torch's vectorised randn
+        again = tmp_path / f"again{batch_size}.npz"
+        run(
+            [
+                "generate",
+                f"--ckpt_path={ckpt}",
+                "--num_samples=37",
+                f"--output={again}",
+                f"--batch_size={batch_size}",
+            ]
+        )
+        assert np.allclose(np.load(again)["images"], images, atol=1e-5)  # same seed, same z, any batch size
 
 
 @pytest.mark.parametrize(
