@@ -12,6 +12,7 @@ from torch.nn.utils import parametrize
 from lightning_gan.callbacks import GANCheckpoint
 from lightning_gan.data import DigitsDataModule
 from lightning_gan.models import GAN
+from lightning_gan.models.lifecycle import OPTIMIZERS
 from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator
 
 
@@ -92,6 +93,25 @@ def test_ttur_optimizers_hold_their_learning_rates_and_networks(tmp_path):
     assert {id(p) for p in opt_d.param_groups[0]["params"]} == {
         id(p) for p in model.discriminator.parameters()
     }
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_each_optimizer_name_builds_that_optimizer_for_one_network_with_its_weight_decay(name):
+    for net in ("g", "d"):
+        asked_for = {f"optimizer_{net}": name, f"weight_decay_{net}": 0.01, f"betas_{net}": (0.2, 0.9)}
+        model = tiny_gan(**asked_for)
+        optimizers = dict(zip("gd", (c["optimizer"] for c in model.configure_optimizers()), strict=True))
+        asked, rest = optimizers[net], optimizers["d" if net == "g" else "g"]
+        assert type(asked) is OPTIMIZERS[name] and type(rest) is torch.optim.Adam
+        assert asked.param_groups[0]["weight_decay"] == 0.01 and rest.param_groups[0]["weight_decay"] == 0
+        assert name == "rmsprop" or asked.param_groups[0]["betas"] == (0.2, 0.9)
+
+
+def test_an_unknown_optimizer_or_negative_weight_decay_is_refused_naming_the_key():
+    with pytest.raises(ValueError, match=r"model\.optimizer_d='sgd' .*adam, adamw, adamax, radam, rmsprop"):
+        tiny_gan(optimizer_d="sgd").configure_optimizers()
+    with pytest.raises(ValueError, match=r"model\.weight_decay_g=-0\.1 .*>= 0"):
+        tiny_gan(weight_decay_g=-0.1)
 
 
 def test_lr_zero_freezes_that_network_only(tmp_path):

@@ -55,7 +55,8 @@ class GAN(GANObjectives, GANLifecycle):
         n_critic: Discriminator updates per generator update, each on a fresh real batch.
         lr_g, lr_d: Learning rates (TTUR, Heusel et al. 2017); 0 freezes that network.
         betas_g, betas_d: Adam betas per network.
-        optimizer_g, optimizer_d: ``adam`` or ``rmsprop``.
+        optimizer_g, optimizer_d: ``adam``, ``adamw``, ``adamax``, ``radam`` or ``rmsprop``.
+        weight_decay_g, weight_decay_d: Weight decay per network (decoupled for ``adamw``, L2 otherwise).
         clip_value: WGAN weight clipping of every D parameter to [-c, c] after each D step; 0 = off.
         gp_weight: WGAN-GP gradient penalty weight; 0 = off.
         spectral_norm: Wrap every conv/linear layer of D in spectral normalisation (Miyato et al. 2018).
@@ -116,6 +117,8 @@ class GAN(GANObjectives, GANLifecycle):
         betas_d: tuple[float, float] = (0.5, 0.999),
         optimizer_g: OptimizerName = "adam",
         optimizer_d: OptimizerName = "adam",
+        weight_decay_g: float = 0.0,
+        weight_decay_d: float = 0.0,
         clip_value: float = 0.0,
         gp_weight: float = 0.0,
         spectral_norm: bool = False,
@@ -169,6 +172,8 @@ class GAN(GANObjectives, GANLifecycle):
                 len(value) == 2 and all(0 <= b < 1 for b in value), f"model.{key}", value, "need 0 <= b < 1"
             )
         for key, value in (
+            ("weight_decay_g", weight_decay_g),
+            ("weight_decay_d", weight_decay_d),
             ("clip_value", clip_value),
             ("grad_clip_g", grad_clip_g),
             ("grad_clip_d", grad_clip_d),
