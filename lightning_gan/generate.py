@@ -14,6 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from lightning_gan.images import sample_picture, save_png
+from lightning_gan.latent import check_truncation
 from lightning_gan.models import GAN
 from lightning_gan.models.class_head import DiscriminatorClassifier
 from lightning_gan.validation import require, require_int
@@ -57,6 +58,7 @@ def generate(
     no_ema: bool = False,
     class_label: int | None = None,
     per_class: int | None = None,
+    truncation: float | None = None,
 ) -> Path:
     """Samples a trained generator.
 
@@ -74,9 +76,12 @@ def generate(
         class_label: Conditional models: all samples of this class (default: uniformly drawn classes).
         per_class: Conditional models: this many samples of each class, in class order (num_samples is
             then ignored).
+        truncation: Draw z from the gaussian truncated at this |z| (coordinates beyond it drawn again):
+            samples nearer the mode, less varied. Needs a model trained with ``--model.latent gaussian``.
     """
     require_int("num_samples", num_samples, 1)
     require_int("batch_size", batch_size, 1)
+    check_truncation(truncation)
     out = Path(output)
     if out.suffix != ".npz":
         raise ValueError(f"output={output!r} is not allowed: the file name must end in .npz")
@@ -88,7 +93,7 @@ def generate(
         num_samples = len(labels)
     # every z in one draw: torch's CPU randn takes another path for fewer than 16 numbers, so drawing per
     # batch would make the samples depend on the batch size
-    latents = torch.randn(num_samples, model.latent_dim, generator=rng)
+    latents = model.sample_latent(num_samples, generator=rng, truncation=truncation).cpu()
     chunks = []
     for start in tqdm(range(0, num_samples, batch_size), desc="generate", unit="batch"):
         n = min(batch_size, num_samples - start)

@@ -217,6 +217,9 @@ class RealDigits(torch.nn.Module):
     def device(self):
         return self.per_class.device
 
+    def sample_latent(self, num_samples, generator=None):
+        return torch.randn(num_samples, self.latent_dim, generator=generator)
+
     def sample(self, num_samples, labels=None, *, z=None, **kwargs):
         return self.per_class[(labels + self.shift) % 10]
 

@@ -202,9 +202,7 @@ class GANMetrics(Callback):
             self.metrics.to(pl_module.device)
             rank, world = trainer.global_rank, trainer.world_size
             # Every rank draws the same z for all samples and decodes its own contiguous share of them.
-            z = torch.randn(
-                self.num_samples, pl_module.latent_dim, generator=torch.Generator().manual_seed(self.seed)
-            )
+            z = pl_module.sample_latent(self.num_samples, generator=torch.Generator().manual_seed(self.seed))
             labels = self._labels(pl_module)
             mine = _shard(self.num_samples, rank, world)
             for z_batch, label_batch in zip(

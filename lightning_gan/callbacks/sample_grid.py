@@ -50,16 +50,16 @@ class SampleGrid(Callback):
         return torch.arange(pl_module.num_classes).repeat_interleave(self.per_class)  # row k: class k
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if not hasattr(pl_module, "latent_dim") or not hasattr(pl_module, "sample"):
+        if not hasattr(pl_module, "sample_latent") or not hasattr(pl_module, "sample"):
             raise TypeError(
-                f"SampleGrid draws samples of a GAN; {type(pl_module).__name__} has no latent_dim/sample(): "
+                f"SampleGrid draws samples of a GAN; {type(pl_module).__name__} has no sample_latent/sample: "
                 "remove the callback from this config"
             )
         if self.fixed_z is None:
             labels = self._labels(pl_module)
             n = self.num_samples if labels is None else len(labels)
             rng = torch.Generator().manual_seed(self.seed)
-            self.fixed_z = torch.randn(n, pl_module.latent_dim, generator=rng)
+            self.fixed_z = pl_module.sample_latent(n, generator=rng).cpu()
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         if trainer.global_step % self.every_n_steps == 0:

@@ -248,7 +248,7 @@ class MixedDataModule(LightningDataModule):
 
     def _sample(self, labels: Tensor, rng: torch.Generator) -> Tensor:
         """Samples (N, C, H, W) of ``labels`` from new latent vectors of ``rng``, 500 at a time."""
-        z = torch.randn(len(labels), self._model.latent_dim, generator=rng)
+        z = self._model.sample_latent(len(labels), generator=rng).cpu()
         chunks = [
             self._model.sample(len(zb), lb, z=zb, ema=not self.no_ema)
             for zb, lb in zip(z.split(500), labels.split(500), strict=True)

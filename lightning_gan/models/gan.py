@@ -23,9 +23,11 @@ from lightning.pytorch.cli import LRSchedulerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer, do_nothing_closure
 from torch import Tensor, nn
 
+from lightning_gan.latent import LatentKind, draw_latent
 from lightning_gan.losses import AdvLoss, clip_weights_, get_loss
 from lightning_gan.models.lifecycle import GANLifecycle, OptimizerName
 from lightning_gan.models.objectives import GANObjectives
+from lightning_gan.models.sampling import GANSampling
 from lightning_gan.models.terms import FeatureLayer, LossTerms
 from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator, apply_spectral_norm, has_batchnorm
 from lightning_gan.rng import StepRNG
@@ -41,7 +43,7 @@ DiscriminatorFactory = Callable[[tuple[int, int, int], int], nn.Module]
 Batch = Sequence[Tensor]  # (images (N, C, H, W) in [-1, 1], labels (N,))
 
 
-class GAN(GANObjectives, GANLifecycle):
+class GAN(GANSampling, GANObjectives, GANLifecycle):
     """A GAN trained by the shared manual-optimization step (n_critic, TTUR, any loss, clip/GP/SN, and the
     stabilisers: README's switch table gives each key's source).
 
@@ -51,6 +53,8 @@ class GAN(GANObjectives, GANLifecycle):
         img_shape: (C, H, W) of the data; the CLI links it from the data module.
         num_classes: Number of classes of the data (0 = unlabelled); linked from the data module.
         latent_dim: Size of z.
+        latent: Distribution of z: ``gaussian``, ``uniform`` (U(-1, 1)) or ``laplace``
+            (:mod:`lightning_gan.latent`), wherever z is drawn.
         loss: Adversarial loss, one of ``bce``, ``minimax``, ``lsgan``, ``hinge``, ``wasserstein``.
         n_critic: Discriminator updates per generator update, each on a fresh real batch.
         lr_g, lr_d: Learning rates (TTUR, Heusel et al. 2017); 0 freezes that network.
@@ -109,6 +113,7 @@ class GAN(GANObjectives, GANLifecycle):
         img_shape: tuple[int, int, int] = (1, 28, 28),
         num_classes: int = 0,
         latent_dim: int = 100,
+        latent: LatentKind = "gaussian",
         loss: AdvLoss = "bce",
         n_critic: int = 1,
         lr_g: float = 2e-4,
@@ -202,6 +207,7 @@ class GAN(GANObjectives, GANLifecycle):
         self.scheduler_factories = {"scheduler_g": scheduler_g, "scheduler_d": scheduler_d}
 
         self.latent_dim = latent_dim
+        draw_latent(latent, 0, latent_dim)  # refuses an unknown distribution now, naming the key
         self.img_shape = tuple(img_shape)
         self.num_classes = num_classes
         self.conditioning = conditioning
@@ -268,39 +274,6 @@ class GAN(GANObjectives, GANLifecycle):
     def conditional(self) -> bool:
         """Whether G draws a sample of an asked class (CGAN, ACGAN)."""
         return self.g_takes_label
-
-    def sample_latent(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """z ~ N(0, I), shape (num_samples, latent_dim), on the module's device."""
-        return torch.randn(num_samples, self.latent_dim, device=self.device, generator=generator)
-
-    @torch.no_grad()
-    def sample(
-        self,
-        num_samples: int,
-        labels: Tensor | None = None,
-        *,
-        z: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        ema: bool = True,
-    ) -> Tensor:
-        """Draws images from G in eval mode. Returns (num_samples, C, H, W) in [-1, 1].
-
-        Args:
-            num_samples: How many images.
-            labels: (num_samples,) class of each image, for conditional models; ignored otherwise.
-            z: (num_samples, latent_dim) latent vectors to decode; drawn with ``generator`` when None.
-            generator: Random source for z, for reproducible samples.
-            ema: Use the EMA of G's weights when the run keeps one (see ``GeneratorEMA``).
-        """
-        if z is None:
-            z = self.sample_latent(num_samples, generator=generator)
-        net = self.generator_ema if ema and self.generator_ema is not None else self.generator
-        was_training = net.training
-        net.eval()
-        try:
-            return net(z, labels if self.conditional else None)
-        finally:
-            net.train(was_training)
 
     # ---------------------------------------------------------------- the training step, written once
     def training_step(self, batches: Sequence[Batch], batch_idx: int) -> None:

@@ -9,45 +9,11 @@ from torch import Tensor
 
 from lightning_gan.models.terms import Terms
 from lightning_gan.nets import DOut
-from lightning_gan.transforms import ONE_PROCESS, Share
 
 
 class GANObjectives:
     """The objectives of :class:`lightning_gan.models.GAN` (a mixin: ``hparams``, ``generator``,
     ``discriminator``, ``adversarial_loss``, ``loss_terms`` and the conditioning switches are the GAN's)."""
-
-    @property
-    def share(self) -> Share:
-        """This process's share of the step's draws: its DDP rank and the number of ranks."""
-        if self._trainer is None:
-            return ONE_PROCESS
-        return Share(self.trainer.global_rank, self.trainer.world_size)
-
-    def fake_labels(self, num_samples: int) -> Tensor | None:
-        """Uniformly drawn classes for the samples G is asked for, or None for an unconditional G."""
-        if not self.g_takes_label:
-            return None
-        return torch.randint(self.num_classes, (num_samples,), device=self.device)
-
-    def training_noise(self, batch_size: int, paired: bool = False) -> tuple[Tensor | None, Tensor]:
-        """Asked classes (or None) and z for ``batch_size`` samples of this process.
-
-        Under DDP every rank draws the classes and z of all ranks' samples from the step's stream
-        (:attr:`step_rng`) and keeps its own share: the ranks decode different samples, yet their streams
-        stay identical, so the one state a checkpoint saves resumes every rank exactly. ``paired``: the
-        share's second half asks for the classes of its first half (the mode-seeking term's pairs).
-        """
-        rank, world = self.share
-        labels = self.fake_labels(batch_size * world)
-        z = self.sample_latent(batch_size * world)
-        share = slice(rank * batch_size, (rank + 1) * batch_size)
-        if labels is None:
-            return None, z[share]
-        labels = labels[share]
-        if paired:
-            half = batch_size // 2
-            labels[half : 2 * half] = labels[:half]
-        return labels, z[share]
 
     def scores(self, out: DOut) -> Tensor:
         """D's real/fake score. For SSGAN, D(x) = Z/(Z+1) with Z = sum_k exp(l_k), so its logit is
