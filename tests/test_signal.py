@@ -112,7 +112,7 @@ def test_gradient_penalty_and_spectral_norm_work_on_signal_critics(conv):
         ({"img_shape": (3, 6, 128)}, r"img_shape=\(3, 6, 128\) is not allowed: a signal is a 1-channel"),
         ({"img_shape": (1, 6, 6)}, "the time length must be even and at least 8"),
         ({"num_stages": 6}, "num_stages=6 is not allowed"),
-        ({"norm": "group"}, "norm='group' is not allowed"),
+        ({"norm": "groups"}, "norm='groups' is not allowed"),
     ],
 )
 def test_bad_settings_name_the_key_and_what_is_allowed(kwargs, message):

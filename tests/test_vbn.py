@@ -129,15 +129,15 @@ def test_g_s_gradients_flow_through_the_reference_statistics():
         ),
         (
             lambda: DCGANDiscriminator((1, 28, 28), norm="virtual"),
-            r"norm='virtual' is not allowed: choose one of batch, instance, layer, none$",
+            r"norm='virtual' is not allowed: choose one of batch, instance, layer, group, none$",
         ),
         (
             lambda: SignalDiscriminator((1, 6, 32), norm="virtual"),
-            r"norm='virtual' is not allowed: choose one of batch, instance, layer, none$",
+            r"norm='virtual' is not allowed: choose one of batch, instance, layer, group, none$",
         ),
         (
             lambda: DCGANGenerator(8, (1, 28, 28), norm="vitrual"),
-            r"norm='vitrual' is not allowed: choose one of batch, instance, layer, none, virtual",
+            r"norm='vitrual' is not allowed: choose one of batch, instance, layer, group, none, virtual",
         ),
     ],
 )

@@ -5,23 +5,17 @@ from typing import Literal, get_args
 from einops import rearrange
 from torch import Tensor, nn
 
+from lightning_gan.nets.blocks import BlockSpec, block, check_choice, conv2d, conv_transpose2d
 from lightning_gan.nets.conditioning import (
-    ConditionalBatchNorm2d,
     ConditionalDiscriminator,
     ConditionalSequential,
     LatentConditioning,
     require_labels,
 )
-from lightning_gan.nets.layers import (
-    GeneratorNormKind,
-    NormKind,
-    check_img_shape,
-    init_dcgan_weights_,
-    make_norm,
-)
+from lightning_gan.nets.layers import GeneratorNormKind, NormKind, check_img_shape, init_dcgan_weights_
 from lightning_gan.nets.minibatch import MinibatchKind
 from lightning_gan.nets.vbn import ReferenceBatch, decode_with_reference
-from lightning_gan.validation import require, require_int
+from lightning_gan.validation import require_int
 
 Upsample = Literal["transposed", "nearest", "bilinear"]
 Conditioning = Literal["concat", "multiply", "cbn"]
@@ -48,10 +42,6 @@ def _num_stages(img_shape: tuple[int, int, int]) -> int:
             "so that one x2 stage starts from a map of at least 3x3"
         )
     return n
-
-
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    require(value in allowed, name, value, f"choose one of {', '.join(allowed)}")
 
 
 class DCGANGenerator(nn.Module):
@@ -106,12 +96,11 @@ class DCGANGenerator(nn.Module):
         require_int("latent_dim", latent_dim, 1)
         require_int("num_classes", num_classes, 0)
         require_int("base_channels", base_channels, 1)
-        _check_choice("upsample", upsample, get_args(Upsample))
-        _check_choice("norm", norm, get_args(GeneratorNormKind))
-        _check_choice("conditioning", conditioning, get_args(Conditioning))
+        check_choice("upsample", upsample, get_args(Upsample))
+        check_choice("norm", norm, get_args(GeneratorNormKind))
+        check_choice("conditioning", conditioning, get_args(Conditioning))
         cbn = num_classes > 0 and conditioning == "cbn"
-        if cbn:
-            require(norm == "batch", "norm", norm, "conditioning='cbn' needs norm='batch'")
+        spec = BlockSpec(norm, cbn_classes=num_classes if cbn else 0, vbn_reference=vbn_reference)
         self.latent_dim = latent_dim
         self.num_classes = num_classes
         self.img_shape = check_img_shape(img_shape)
@@ -119,35 +108,23 @@ class DCGANGenerator(nn.Module):
         n = _num_stages(self.img_shape)
         self.start_shape = (base_channels * 2 ** (n - 1), h // 2**n, w // 2**n)
 
-        def norm_layer(channels: int) -> nn.Module:
-            if cbn:
-                return ConditionalBatchNorm2d(channels, num_classes)
-            return make_norm(norm, channels, reference=vbn_reference)
-
         # None when unconditional, so an unconditional G keeps its parameter names and init RNG stream.
         latent_cond = num_classes > 0 and not cbn
         self.condition = (
             LatentConditioning(latent_dim, num_classes, conditioning, embed_dim) if latent_cond else None
         )
         in_dim = self.condition.out_dim if self.condition is not None else latent_dim
-
-        # A conv bias just before batch/instance norm is cancelled by its per-channel mean subtraction.
-        bias = norm in ("none", "layer")
         self.project = nn.Linear(in_dim, self.start_shape[0] * self.start_shape[1] * self.start_shape[2])
-        self.project_norm = ConditionalSequential(norm_layer(self.start_shape[0]), nn.ReLU())
+        self.project_norm = ConditionalSequential(*spec.post(self.start_shape[0]))
+        transposed = upsample == "transposed"
+        weight = conv_transpose2d(4) if transposed else conv2d(3, 1)
         stages = []
         for i in range(n):
             c_in = self.start_shape[0] // 2**i
-            last = i == n - 1
+            last = nn.Tanh() if i == n - 1 else None  # G's output has no norm
             c_out = c if last else c_in // 2
-            if upsample == "transposed":
-                conv = nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias or last)
-                stage = [conv]
-            else:
-                conv = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias or last)
-                stage = [nn.Upsample(scale_factor=2, mode=upsample), conv]
-            stage += [nn.Tanh()] if last else [norm_layer(c_out), nn.ReLU()]
-            stages.append(ConditionalSequential(*stage))
+            pre = () if transposed else (nn.Upsample(scale_factor=2, mode=upsample),)
+            stages.append(ConditionalSequential(*block(spec, weight, c_in, c_out, last=last, pre=pre)))
         self.stages = ConditionalSequential(*stages)
         init_dcgan_weights_(self)
         # drawn after the weights, which are then those of the same G with another norm
@@ -217,22 +194,17 @@ class DCGANDiscriminator(ConditionalDiscriminator):
         super().__init__()
         require_int("num_classes", num_classes, 0)
         require_int("base_channels", base_channels, 1)
-        _check_choice("norm", norm, get_args(NormKind))
+        check_choice("norm", norm, get_args(NormKind))
         self.img_shape = check_img_shape(img_shape)
         c, h, w = self.img_shape
         n = _num_stages(self.img_shape)
         label_channels = self.init_label_input(num_classes, label_input)
-        bias = norm in ("none", "layer")  # see DCGANGenerator
-        stages = [nn.Sequential(nn.Conv2d(c + label_channels, base_channels, 4, 2, 1), nn.LeakyReLU(0.2))]
+        spec = BlockSpec(norm, activation="leakyrelu")
+        weight = conv2d(4, 2)
+        stages = [nn.Sequential(*block(spec, weight, c + label_channels, base_channels, norm=False))]
         for i in range(1, n):
             c_in = base_channels * 2 ** (i - 1)
-            stages.append(
-                nn.Sequential(
-                    nn.Conv2d(c_in, 2 * c_in, 4, 2, 1, bias=bias),
-                    make_norm(norm, 2 * c_in),
-                    nn.LeakyReLU(0.2),
-                )
-            )
+            stages.append(nn.Sequential(*block(spec, weight, c_in, 2 * c_in)))
         self.stages = nn.Sequential(*stages)
         self.init_heads(
             base_channels * 2 ** (n - 1) * (h // 2**n) * (w // 2**n),

@@ -12,9 +12,9 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from lightning_gan.nets.vbn import VirtualBatchNorm
 
-NormKind = Literal["batch", "instance", "layer", "none"]
+NormKind = Literal["batch", "instance", "layer", "group", "none"]
 # A generator's norms: D's, and virtual batch norm (lightning_gan.nets.vbn), which needs G's reference batch.
-GeneratorNormKind = Literal["batch", "instance", "layer", "none", "virtual"]
+GeneratorNormKind = Literal["batch", "instance", "layer", "group", "none", "virtual"]
 
 # The weight layers that init_dcgan_weights_ initialises; apply_spectral_norm normalises these and embeddings.
 _WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
@@ -46,12 +46,15 @@ def check_img_shape(img_shape: tuple[int, int, int]) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def make_norm(kind: GeneratorNormKind, channels: int, dims: int = 2, reference: int = 64) -> nn.Module:
+def make_norm(
+    kind: GeneratorNormKind, channels: int, dims: int = 2, reference: int = 64, groups: int = 8
+) -> nn.Module:
     """A normalisation layer for conv feature maps of shape (N, channels, H, W), or (N, channels, L) with
     ``dims=1``.
 
     ``"layer"`` is ``GroupNorm(1, channels)``: it normalises each sample over (C, H, W), like a
-    LayerNorm that does not need the spatial size. ``"none"`` is ``nn.Identity``. ``"virtual"`` (generators
+    LayerNorm that does not need the spatial size; ``"group"`` is ``GroupNorm(groups, channels)`` (Wu & He
+    2018). ``"none"`` is ``nn.Identity``. ``"virtual"`` (generators
     only) is a ``VirtualBatchNorm`` whose inputs start with a reference batch of ``reference`` samples.
 
     Raises:
@@ -67,6 +70,8 @@ def make_norm(kind: GeneratorNormKind, channels: int, dims: int = 2, reference: 
         return (nn.InstanceNorm1d if dims == 1 else nn.InstanceNorm2d)(channels, affine=True)
     if kind == "layer":
         return nn.GroupNorm(1, channels)
+    if kind == "group":
+        return nn.GroupNorm(groups, channels)
     if kind == "none":
         return nn.Identity()
     if kind == "virtual":

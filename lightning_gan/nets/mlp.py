@@ -10,6 +10,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from lightning_gan.nets.blocks import BlockSpec, block, linear
 from lightning_gan.nets.conditioning import require_labels
 from lightning_gan.nets.layers import DOut, check_img_shape
 from lightning_gan.nets.minibatch import MinibatchKind, make_minibatch_layer
@@ -66,15 +67,15 @@ class MLPGenerator(nn.Module):
         self.img_shape = check_img_shape(img_shape)
 
         self.embed = nn.Embedding(num_classes, embed_dim) if num_classes > 0 else None
+        spec = BlockSpec(
+            "batch" if norm else "none", activation="leakyrelu", activation_slope=negative_slope, dims=0
+        )
         layers: list[nn.Module] = []
         width = latent_dim + embed_dim if num_classes > 0 else latent_dim
         for h in hidden:
-            layers.append(nn.Linear(width, h, bias=not norm))
-            if norm:
-                layers.append(nn.BatchNorm1d(h))
-            layers.append(nn.LeakyReLU(negative_slope))
+            layers += block(spec, linear, width, h, norm=spec.norm != "none")
             width = h
-        layers += [nn.Linear(width, math.prod(self.img_shape)), nn.Tanh()]
+        layers += block(spec, linear, width, math.prod(self.img_shape), last=nn.Tanh())
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -140,10 +141,11 @@ class MLPDiscriminator(nn.Module):
         layers: list[nn.Module] = []
         self.layer_ends: list[int] = []
         width = math.prod(self.img_shape) + (embed_dim if num_classes > 0 else 0)
+        spec = BlockSpec(
+            "none", activation="leakyrelu", activation_slope=negative_slope, dims=0, dropout=dropout
+        )
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.LeakyReLU(negative_slope)]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+            layers += block(spec, linear, width, h, norm=False)
             self.layer_ends.append(len(layers) - 1)  # index of each hidden layer's last module
             width = h
         self.net = nn.Sequential(*layers)

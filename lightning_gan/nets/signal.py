@@ -18,21 +18,14 @@ from typing import Literal, get_args
 from einops import rearrange
 from torch import Tensor, nn
 
+from lightning_gan.nets.blocks import BlockSpec, WeightLayer, block, check_choice
 from lightning_gan.nets.conditioning import (
-    ConditionalBatchNorm1d,
-    ConditionalBatchNorm2d,
     ConditionalDiscriminator,
     ConditionalSequential,
     LatentConditioning,
     require_labels,
 )
-from lightning_gan.nets.layers import (
-    GeneratorNormKind,
-    NormKind,
-    check_img_shape,
-    init_dcgan_weights_,
-    make_norm,
-)
+from lightning_gan.nets.layers import GeneratorNormKind, NormKind, check_img_shape, init_dcgan_weights_
 from lightning_gan.nets.minibatch import MinibatchKind
 from lightning_gan.nets.vbn import ReferenceBatch, decode_with_reference
 from lightning_gan.validation import require, require_int
@@ -44,10 +37,6 @@ LabelInput = Literal["concat", "projection"]
 
 MAX_STAGES = 4
 MIN_START = 4  # time steps of the first (generator) or last (discriminator) map
-
-
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    require(value in allowed, name, value, f"choose one of {', '.join(allowed)}")
 
 
 def _check_kernel(name: str, kernel: tuple[int, int]) -> tuple[int, int]:
@@ -112,16 +101,18 @@ class _Signal:
         self.conv = conv
         self.kernel = kernel
 
-    def conv_layer(
-        self, c_in: int, c_out: int, kernel: tuple[int, int], stride: int, bias: bool
-    ) -> nn.Module:
-        """A conv whose output keeps the sensor size and has time / stride steps."""
+    def conv_layer(self, kernel: tuple[int, int], stride: int) -> WeightLayer:
+        """Convs whose output keeps the sensor size and has time / stride steps."""
         k_time, k_sensor = kernel
-        if self.conv == "1d":
-            pad = nn.ConstantPad1d(_pad(k_time), 0.0)
-            return nn.Sequential(pad, nn.Conv1d(c_in, c_out, k_time, stride, bias=bias))
-        pad = nn.ZeroPad2d((*_pad(k_time), *_pad(k_sensor)))  # (left, right, top, bottom)
-        return nn.Sequential(pad, nn.Conv2d(c_in, c_out, (k_sensor, k_time), (1, stride), bias=bias))
+
+        def make(c_in: int, c_out: int, bias: bool) -> nn.Module:
+            if self.conv == "1d":
+                pad = nn.ConstantPad1d(_pad(k_time), 0.0)
+                return nn.Sequential(pad, nn.Conv1d(c_in, c_out, k_time, stride, bias=bias))
+            pad = nn.ZeroPad2d((*_pad(k_time), *_pad(k_sensor)))  # (left, right, top, bottom)
+            return nn.Sequential(pad, nn.Conv2d(c_in, c_out, (k_sensor, k_time), (1, stride), bias=bias))
+
+        return make
 
     def upsample(self, mode: Upsample) -> nn.Upsample:
         """Doubles the time axis only."""
@@ -190,14 +181,14 @@ class SignalGenerator(nn.Module):
         require_int("latent_dim", latent_dim, 1)
         require_int("num_classes", num_classes, 0)
         require_int("base_channels", base_channels, 1)
-        _check_choice("conv", conv, get_args(Conv))
-        _check_choice("upsample", upsample, get_args(Upsample))
-        _check_choice("norm", norm, get_args(GeneratorNormKind))
-        _check_choice("conditioning", conditioning, get_args(Conditioning))
+        check_choice("conv", conv, get_args(Conv))
+        check_choice("upsample", upsample, get_args(Upsample))
+        check_choice("norm", norm, get_args(GeneratorNormKind))
+        check_choice("conditioning", conditioning, get_args(Conditioning))
         kernel, out_kernel = _check_kernel("kernel", kernel), _check_kernel("out_kernel", out_kernel)
         cbn = num_classes > 0 and conditioning == "cbn"
-        if cbn:
-            require(norm == "batch", "norm", norm, "conditioning='cbn' needs norm='batch'")
+        dims = 1 if conv == "1d" else 2
+        spec = BlockSpec(norm, dims=dims, cbn_classes=num_classes if cbn else 0, vbn_reference=vbn_reference)
         self.latent_dim = latent_dim
         self.num_classes = num_classes
         self.img_shape = _check_signal_shape(img_shape)
@@ -208,34 +199,27 @@ class SignalGenerator(nn.Module):
         channels = base_channels * 2**n
         self.start_shape = (channels, length // 2**n) if conv == "1d" else (channels, sensors, length // 2**n)
 
-        cbn_class = ConditionalBatchNorm1d if conv == "1d" else ConditionalBatchNorm2d
-
-        def norm_layer(c: int) -> nn.Module:
-            return cbn_class(c, num_classes) if cbn else make_norm(norm, c, layout.dims, vbn_reference)
-
         latent_cond = num_classes > 0 and not cbn
         self.condition = (
             LatentConditioning(latent_dim, num_classes, conditioning, embed_dim) if latent_cond else None
         )
         in_dim = self.condition.out_dim if self.condition is not None else latent_dim
-        bias = norm in ("none", "layer")  # a bias before batch/instance norm is cancelled by it
         size = 1
         for s in self.start_shape:
             size *= s
         self.project = nn.Linear(in_dim, size)
-        self.project_norm = ConditionalSequential(norm_layer(channels), nn.ReLU())
+        self.project_norm = ConditionalSequential(*spec.post(channels))
         stages = []
         for i in range(n):
             c_in = channels // 2**i
-            conv_layer = layout.conv_layer(c_in, c_in // 2, kernel, 1, bias)
+            up = (layout.upsample(upsample),)
             stages.append(
-                ConditionalSequential(layout.upsample(upsample), conv_layer, norm_layer(c_in // 2), nn.ReLU())
+                ConditionalSequential(*block(spec, layout.conv_layer(kernel, 1), c_in, c_in // 2, pre=up))
             )
         self.stages = ConditionalSequential(*stages)
         out_channels = sensors if conv == "1d" else 1
-        self.output = nn.Sequential(
-            layout.conv_layer(base_channels, out_channels, out_kernel, 1, True), nn.Tanh()
-        )
+        out = layout.conv_layer(out_kernel, 1)
+        self.output = nn.Sequential(*block(spec, out, base_channels, out_channels, last=nn.Tanh()))
         init_dcgan_weights_(self)
         virtual = norm == "virtual"  # drawn after the weights, as in DCGANGenerator
         self.reference = ReferenceBatch(vbn_reference, latent_dim, num_classes) if virtual else None
@@ -302,8 +286,8 @@ class SignalDiscriminator(ConditionalDiscriminator):
         super().__init__()
         require_int("num_classes", num_classes, 0)
         require_int("base_channels", base_channels, 1)
-        _check_choice("conv", conv, get_args(Conv))
-        _check_choice("norm", norm, get_args(NormKind))
+        check_choice("conv", conv, get_args(Conv))
+        check_choice("norm", norm, get_args(NormKind))
         kernel = _check_kernel("kernel", kernel)
         self.img_shape = _check_signal_shape(img_shape)
         _, sensors, length = self.img_shape
@@ -311,17 +295,13 @@ class SignalDiscriminator(ConditionalDiscriminator):
         layout = _Signal(conv, kernel)
         self.conv = conv
         label_channels = self.init_label_input(num_classes, label_input)
-        bias = norm in ("none", "layer")
+        spec = BlockSpec(norm, activation="leakyrelu", dims=layout.dims)
+        weight = layout.conv_layer(kernel, 2)
         c_first = (sensors if conv == "1d" else 1) + label_channels
-        stages = [
-            nn.Sequential(layout.conv_layer(c_first, base_channels, kernel, 2, True), nn.LeakyReLU(0.2))
-        ]
+        stages = [nn.Sequential(*block(spec, weight, c_first, base_channels, norm=False))]
         for i in range(1, n):
             c_in = base_channels * 2 ** (i - 1)
-            conv_layer = layout.conv_layer(c_in, 2 * c_in, kernel, 2, bias)
-            stages.append(
-                nn.Sequential(conv_layer, make_norm(norm, 2 * c_in, layout.dims), nn.LeakyReLU(0.2))
-            )
+            stages.append(nn.Sequential(*block(spec, weight, c_in, 2 * c_in)))
         self.stages = nn.Sequential(*stages)
         rows = 1 if conv == "1d" else sensors
         self.init_heads(
