@@ -203,3 +203,18 @@ def repeat_blocks(spec: BlockSpec, weight: WeightLayer, channels: int, count: in
     ``ConditionalSequential``: the extra depth of a resolution stage (key ``extra_blocks``)."""
     require_int("extra_blocks", count, 0)
     return [ConditionalSequential(*block(spec, weight, channels, channels)) for _ in range(count)]
+
+
+def downsampling_stages(
+    spec: BlockSpec, weight: WeightLayer, same: WeightLayer, c_in: int, channels: int, n: int, extra: int
+) -> nn.Sequential:
+    """A discriminator's ``n`` stages: ``weight`` (a stride-2 conv) doubling the channels from ``channels``
+    (the first from ``c_in``, with no norm after it, as in DCGAN), each followed by ``extra`` stride-1
+    blocks (``same``)."""
+    stages = []
+    for i in range(n):
+        c_out = channels * 2**i
+        first = block(spec, weight, c_in, c_out, norm=i > 0)
+        stages.append(nn.Sequential(*first, *repeat_blocks(spec, same, c_out, extra)))
+        c_in = c_out
+    return nn.Sequential(*stages)

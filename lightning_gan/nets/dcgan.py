@@ -5,7 +5,16 @@ from typing import Literal, get_args
 from einops import rearrange
 from torch import Tensor, nn
 
-from lightning_gan.nets.blocks import BlockSpec, block, check_choice, conv2d, conv_transpose2d
+from lightning_gan.nets.blocks import (
+    Activation,
+    BlockSpec,
+    block,
+    check_choice,
+    conv2d,
+    conv_transpose2d,
+    downsampling_stages,
+    repeat_blocks,
+)
 from lightning_gan.nets.conditioning import (
     ConditionalDiscriminator,
     ConditionalSequential,
@@ -65,6 +74,10 @@ class DCGANGenerator(nn.Module):
             (needs ``norm="batch"``).
         embed_dim: Label embedding size for ``conditioning="concat"``.
         vbn_reference: Size R >= 2 of the reference batch of ``norm="virtual"`` (unused otherwise).
+        kernel: Kernel of the stage convs; by default 4 (transposed) or 3 (resize then conv).
+        extra_blocks: Stride-1 conv blocks added at every resolution but the output's (depth).
+        norm_groups, activation, activation_slope, dropout, dropout_at_sampling, block_noise: The block
+            switches (:class:`~lightning_gan.nets.blocks.BlockSpec`); G's activation is ReLU by default.
 
     Example:
         >>> import torch
@@ -91,6 +104,14 @@ class DCGANGenerator(nn.Module):
         conditioning: Conditioning = "concat",
         embed_dim: int = 10,
         vbn_reference: int = 64,
+        kernel: int | None = None,
+        extra_blocks: int = 0,
+        norm_groups: int = 8,
+        activation: Activation = "relu",
+        activation_slope: float = 0.2,
+        dropout: float = 0.0,
+        dropout_at_sampling: bool = False,
+        block_noise: int = 0,
     ) -> None:
         super().__init__()
         require_int("latent_dim", latent_dim, 1)
@@ -100,7 +121,20 @@ class DCGANGenerator(nn.Module):
         check_choice("norm", norm, get_args(GeneratorNormKind))
         check_choice("conditioning", conditioning, get_args(Conditioning))
         cbn = num_classes > 0 and conditioning == "cbn"
-        spec = BlockSpec(norm, cbn_classes=num_classes if cbn else 0, vbn_reference=vbn_reference)
+        transposed = upsample == "transposed"
+        kernel = (4 if transposed else 3) if kernel is None else kernel
+        require_int("kernel", kernel, 1)
+        spec = BlockSpec(
+            norm,
+            norm_groups,
+            activation,
+            activation_slope,
+            cbn_classes=num_classes if cbn else 0,
+            vbn_reference=vbn_reference,
+            dropout=dropout,
+            dropout_at_sampling=dropout_at_sampling,
+            noise=block_noise,
+        )
         self.latent_dim = latent_dim
         self.num_classes = num_classes
         self.img_shape = check_img_shape(img_shape)
@@ -115,16 +149,21 @@ class DCGANGenerator(nn.Module):
         )
         in_dim = self.condition.out_dim if self.condition is not None else latent_dim
         self.project = nn.Linear(in_dim, self.start_shape[0] * self.start_shape[1] * self.start_shape[2])
-        self.project_norm = ConditionalSequential(*spec.post(self.start_shape[0]))
-        transposed = upsample == "transposed"
-        weight = conv_transpose2d(4) if transposed else conv2d(3, 1)
+        c0, same = self.start_shape[0], conv2d(kernel, 1)
+        self.project_norm = ConditionalSequential(
+            *spec.post(c0), *repeat_blocks(spec, same, c0, extra_blocks)
+        )
+        weight = conv_transpose2d(kernel) if transposed else same
         stages = []
         for i in range(n):
             c_in = self.start_shape[0] // 2**i
             last = nn.Tanh() if i == n - 1 else None  # G's output has no norm
             c_out = c if last else c_in // 2
             pre = () if transposed else (nn.Upsample(scale_factor=2, mode=upsample),)
-            stages.append(ConditionalSequential(*block(spec, weight, c_in, c_out, last=last, pre=pre)))
+            extra = repeat_blocks(spec, same, c_out, 0 if last else extra_blocks)
+            stages.append(
+                ConditionalSequential(*block(spec, weight, c_in, c_out, last=last, pre=pre), *extra)
+            )
         self.stages = ConditionalSequential(*stages)
         init_dcgan_weights_(self)
         # drawn after the weights, which are then those of the same G with another norm
@@ -166,6 +205,10 @@ class DCGANDiscriminator(ConditionalDiscriminator):
         minibatch: ``none``, ``stddev`` (minibatch standard deviation, Karras et al. 2018) or
             ``discrimination`` (Salimans et al. 2016, sec. 3.2): batch statistics appended to the features.
         minibatch_kernels, minibatch_kernel_dim: B and C of minibatch discrimination.
+        kernel: Kernel of every conv (padding keeps the x2 downsampling).
+        extra_blocks: Stride-1 conv blocks added to every stage (depth).
+        norm_groups, activation, activation_slope: The block switches
+            (:class:`~lightning_gan.nets.blocks.BlockSpec`); D's activation is LeakyReLU(0.2) by default.
 
     Example:
         >>> import torch
@@ -190,22 +233,26 @@ class DCGANDiscriminator(ConditionalDiscriminator):
         minibatch: MinibatchKind = "none",
         minibatch_kernels: int = 50,
         minibatch_kernel_dim: int = 5,
+        kernel: int = 4,
+        extra_blocks: int = 0,
+        norm_groups: int = 8,
+        activation: Activation = "leakyrelu",
+        activation_slope: float = 0.2,
     ) -> None:
         super().__init__()
         require_int("num_classes", num_classes, 0)
         require_int("base_channels", base_channels, 1)
+        require_int("kernel", kernel, 1)
         check_choice("norm", norm, get_args(NormKind))
         self.img_shape = check_img_shape(img_shape)
         c, h, w = self.img_shape
         n = _num_stages(self.img_shape)
         label_channels = self.init_label_input(num_classes, label_input)
-        spec = BlockSpec(norm, activation="leakyrelu")
-        weight = conv2d(4, 2)
-        stages = [nn.Sequential(*block(spec, weight, c + label_channels, base_channels, norm=False))]
-        for i in range(1, n):
-            c_in = base_channels * 2 ** (i - 1)
-            stages.append(nn.Sequential(*block(spec, weight, c_in, 2 * c_in)))
-        self.stages = nn.Sequential(*stages)
+        spec = BlockSpec(norm, norm_groups, activation, activation_slope)
+        weight, same = conv2d(kernel, 2), conv2d(kernel, 1)
+        self.stages = downsampling_stages(
+            spec, weight, same, c + label_channels, base_channels, n, extra_blocks
+        )
         self.init_heads(
             base_channels * 2 ** (n - 1) * (h // 2**n) * (w // 2**n),
             class_head,

@@ -5,14 +5,15 @@ With (1, 28, 28), latent 100 and 10 classes: G is [100-d z, 10-d label embedding
 """
 
 import math
+from typing import get_args
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from lightning_gan.nets.blocks import BlockSpec, block, linear
+from lightning_gan.nets.blocks import Activation, BlockSpec, block, check_choice, linear
 from lightning_gan.nets.conditioning import require_labels
-from lightning_gan.nets.layers import DOut, check_img_shape
+from lightning_gan.nets.layers import DOut, NormKind, check_img_shape
 from lightning_gan.nets.minibatch import MinibatchKind, make_minibatch_layer
 from lightning_gan.validation import require, require_int
 
@@ -27,8 +28,8 @@ def _check_hidden(hidden: tuple[int, ...]) -> tuple[int, ...]:
 class MLPGenerator(nn.Module):
     """MLP generator: [z, label embedding] -> hidden Linear layers -> Linear to C*H*W -> Tanh -> image.
 
-    Each hidden layer is Linear -> BatchNorm1d (when ``norm``) -> LeakyReLU. The label embedding is
-    concatenated to z only when ``num_classes > 0``; an unconditional net ignores labels.
+    Each hidden layer is Linear -> norm -> activation (BatchNorm1d and LeakyReLU by default). The label
+    embedding is concatenated to z only when ``num_classes > 0``; an unconditional net ignores labels.
 
     Args:
         latent_dim: Size of z.
@@ -37,7 +38,12 @@ class MLPGenerator(nn.Module):
         hidden: Widths of the hidden layers.
         embed_dim: Size of the label embedding.
         negative_slope: LeakyReLU slope.
-        norm: BatchNorm1d after every hidden Linear (whose bias it would cancel, so that bias is dropped).
+        norm: The norm after every hidden Linear: ``true`` (BatchNorm1d, which cancels the Linear's bias, so
+            that bias is dropped), ``false`` (none), or a name: batch, layer, group, none (``instance`` has
+            nothing to normalise in features and is refused).
+        activation: The activation of the hidden layers (leakyrelu uses ``negative_slope``).
+        norm_groups, dropout, dropout_at_sampling, block_noise: The block switches
+            (:class:`~lightning_gan.nets.blocks.BlockSpec`).
 
     Example:
         >>> g = MLPGenerator(100, (1, 28, 28), 10)
@@ -54,7 +60,12 @@ class MLPGenerator(nn.Module):
         hidden: tuple[int, ...] = (256, 512, 1024),
         embed_dim: int = 10,
         negative_slope: float = 0.2,
-        norm: bool = True,
+        norm: bool | NormKind = True,
+        activation: Activation = "leakyrelu",
+        norm_groups: int = 8,
+        dropout: float = 0.0,
+        dropout_at_sampling: bool = False,
+        block_noise: int = 0,
     ) -> None:
         super().__init__()
         require_int("latent_dim", latent_dim, 1)
@@ -67,8 +78,18 @@ class MLPGenerator(nn.Module):
         self.img_shape = check_img_shape(img_shape)
 
         self.embed = nn.Embedding(num_classes, embed_dim) if num_classes > 0 else None
+        if isinstance(norm, bool):
+            norm = "batch" if norm else "none"
+        check_choice("norm", norm, get_args(NormKind))
         spec = BlockSpec(
-            "batch" if norm else "none", activation="leakyrelu", activation_slope=negative_slope, dims=0
+            norm,
+            norm_groups,
+            activation,
+            negative_slope,
+            dims=0,
+            dropout=dropout,
+            dropout_at_sampling=dropout_at_sampling,
+            noise=block_noise,
         )
         layers: list[nn.Module] = []
         width = latent_dim + embed_dim if num_classes > 0 else latent_dim
@@ -101,6 +122,7 @@ class MLPDiscriminator(nn.Module):
         hidden: Widths of the hidden layers; the last is the feature size F.
         embed_dim: Size of the label embedding.
         negative_slope: LeakyReLU slope.
+        activation: The activation of the hidden layers (leakyrelu uses ``negative_slope``).
         dropout: Dropout probability after every hidden layer; 0 for none.
         minibatch: ``none``, ``stddev`` (minibatch standard deviation, Karras et al. 2018) or
             ``discrimination`` (Salimans et al. 2016, sec. 3.2): batch statistics appended to the features.
@@ -126,13 +148,13 @@ class MLPDiscriminator(nn.Module):
         minibatch: MinibatchKind = "none",
         minibatch_kernels: int = 50,
         minibatch_kernel_dim: int = 5,
+        activation: Activation = "leakyrelu",
     ) -> None:
         super().__init__()
         require_int("num_classes", num_classes, 0)
         require_int("class_head", class_head, 0)
         require_int("embed_dim", embed_dim, 1)
         require(negative_slope >= 0, "negative_slope", negative_slope, "must be >= 0")
-        require(0 <= dropout < 1, "dropout", dropout, "must be in [0, 1)")
         hidden = _check_hidden(hidden)
         self.num_classes = num_classes
         self.img_shape = check_img_shape(img_shape)
@@ -142,7 +164,7 @@ class MLPDiscriminator(nn.Module):
         self.layer_ends: list[int] = []
         width = math.prod(self.img_shape) + (embed_dim if num_classes > 0 else 0)
         spec = BlockSpec(
-            "none", activation="leakyrelu", activation_slope=negative_slope, dims=0, dropout=dropout
+            "none", activation=activation, activation_slope=negative_slope, dims=0, dropout=dropout
         )
         for h in hidden:
             layers += block(spec, linear, width, h, norm=False)

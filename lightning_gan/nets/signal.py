@@ -18,7 +18,15 @@ from typing import Literal, get_args
 from einops import rearrange
 from torch import Tensor, nn
 
-from lightning_gan.nets.blocks import BlockSpec, WeightLayer, block, check_choice
+from lightning_gan.nets.blocks import (
+    Activation,
+    BlockSpec,
+    WeightLayer,
+    block,
+    check_choice,
+    downsampling_stages,
+    repeat_blocks,
+)
 from lightning_gan.nets.conditioning import (
     ConditionalDiscriminator,
     ConditionalSequential,
@@ -149,6 +157,9 @@ class SignalGenerator(nn.Module):
             ``"cbn"``: class-conditional BatchNorm (needs ``norm="batch"``).
         embed_dim: Label embedding size for ``conditioning="concat"``.
         vbn_reference: Size R >= 2 of the reference batch of ``norm="virtual"`` (unused otherwise).
+        extra_blocks: Stride-1 conv blocks added at the start map and after every stage (depth).
+        norm_groups, activation, activation_slope, dropout, dropout_at_sampling, block_noise: The block
+            switches (:class:`~lightning_gan.nets.blocks.BlockSpec`); G's activation is ReLU by default.
 
     Example:
         >>> import torch
@@ -176,6 +187,13 @@ class SignalGenerator(nn.Module):
         conditioning: Conditioning = "concat",
         embed_dim: int = 10,
         vbn_reference: int = 64,
+        extra_blocks: int = 0,
+        norm_groups: int = 8,
+        activation: Activation = "relu",
+        activation_slope: float = 0.2,
+        dropout: float = 0.0,
+        dropout_at_sampling: bool = False,
+        block_noise: int = 0,
     ) -> None:
         super().__init__()
         require_int("latent_dim", latent_dim, 1)
@@ -188,7 +206,18 @@ class SignalGenerator(nn.Module):
         kernel, out_kernel = _check_kernel("kernel", kernel), _check_kernel("out_kernel", out_kernel)
         cbn = num_classes > 0 and conditioning == "cbn"
         dims = 1 if conv == "1d" else 2
-        spec = BlockSpec(norm, dims=dims, cbn_classes=num_classes if cbn else 0, vbn_reference=vbn_reference)
+        spec = BlockSpec(
+            norm,
+            norm_groups,
+            activation,
+            activation_slope,
+            dims,
+            num_classes if cbn else 0,
+            vbn_reference,
+            dropout,
+            dropout_at_sampling,
+            block_noise,
+        )
         self.latent_dim = latent_dim
         self.num_classes = num_classes
         self.img_shape = _check_signal_shape(img_shape)
@@ -208,14 +237,15 @@ class SignalGenerator(nn.Module):
         for s in self.start_shape:
             size *= s
         self.project = nn.Linear(in_dim, size)
-        self.project_norm = ConditionalSequential(*spec.post(channels))
+        same = layout.conv_layer(kernel, 1)
+        extra = repeat_blocks(spec, same, channels, extra_blocks)
+        self.project_norm = ConditionalSequential(*spec.post(channels), *extra)
         stages = []
         for i in range(n):
-            c_in = channels // 2**i
+            c_out = channels // 2 ** (i + 1)
             up = (layout.upsample(upsample),)
-            stages.append(
-                ConditionalSequential(*block(spec, layout.conv_layer(kernel, 1), c_in, c_in // 2, pre=up))
-            )
+            extra = repeat_blocks(spec, same, c_out, extra_blocks)
+            stages.append(ConditionalSequential(*block(spec, same, 2 * c_out, c_out, pre=up), *extra))
         self.stages = ConditionalSequential(*stages)
         out_channels = sensors if conv == "1d" else 1
         out = layout.conv_layer(out_kernel, 1)
@@ -258,6 +288,9 @@ class SignalDiscriminator(ConditionalDiscriminator):
         minibatch: ``none``, ``stddev`` (minibatch standard deviation, Karras et al. 2018) or
             ``discrimination`` (Salimans et al. 2016, sec. 3.2): batch statistics appended to the features.
         minibatch_kernels, minibatch_kernel_dim: B and C of minibatch discrimination.
+        extra_blocks: Stride-1 conv blocks added to every stage (depth).
+        norm_groups, activation, activation_slope: The block switches
+            (:class:`~lightning_gan.nets.blocks.BlockSpec`); D's activation is LeakyReLU(0.2) by default.
 
     Example:
         >>> import torch
@@ -282,6 +315,10 @@ class SignalDiscriminator(ConditionalDiscriminator):
         minibatch: MinibatchKind = "none",
         minibatch_kernels: int = 50,
         minibatch_kernel_dim: int = 5,
+        extra_blocks: int = 0,
+        norm_groups: int = 8,
+        activation: Activation = "leakyrelu",
+        activation_slope: float = 0.2,
     ) -> None:
         super().__init__()
         require_int("num_classes", num_classes, 0)
@@ -295,14 +332,10 @@ class SignalDiscriminator(ConditionalDiscriminator):
         layout = _Signal(conv, kernel)
         self.conv = conv
         label_channels = self.init_label_input(num_classes, label_input)
-        spec = BlockSpec(norm, activation="leakyrelu", dims=layout.dims)
-        weight = layout.conv_layer(kernel, 2)
+        spec = BlockSpec(norm, norm_groups, activation, activation_slope, layout.dims)
+        weight, same = layout.conv_layer(kernel, 2), layout.conv_layer(kernel, 1)
         c_first = (sensors if conv == "1d" else 1) + label_channels
-        stages = [nn.Sequential(*block(spec, weight, c_first, base_channels, norm=False))]
-        for i in range(1, n):
-            c_in = base_channels * 2 ** (i - 1)
-            stages.append(nn.Sequential(*block(spec, weight, c_in, 2 * c_in)))
-        self.stages = nn.Sequential(*stages)
+        self.stages = downsampling_stages(spec, weight, same, c_first, base_channels, n, extra_blocks)
         rows = 1 if conv == "1d" else sensors
         self.init_heads(
             base_channels * 2 ** (n - 1) * rows * (length // 2**n),
