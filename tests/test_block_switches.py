@@ -20,6 +20,7 @@ from lightning_gan.nets import (
     VirtualBatchNorm,
 )
 from lightning_gan.nets.blocks import BlockNoise, SamplingDropout
+from tests.conftest import fit, generator_state, whole_and_resumed
 
 LATENT, N = 8, 3
 IMG, HAR = (1, 28, 28), (1, 6, 32)
@@ -259,3 +260,25 @@ def test_gradient_penalty_refuses_batch_norm_only(norm, refused):
             build()
     else:
         build()
+
+
+def test_block_switches_train_and_resume_bit_exact(tmp_path):
+    """Block noise and dropout draw from the training step's forked random stream: a resumed run repeats the
+    whole run's G exactly."""
+    flags = [
+        f"--model.generator.init_args.{key}={value}"
+        for key, value in (
+            ("block_noise", 1),
+            ("dropout", 0.2),
+            ("extra_blocks", 1),
+            ("activation", "prelu"),
+            ("norm", "group"),
+            ("norm_groups", 2),
+        )
+    ]
+    whole, resumed = whole_and_resumed(
+        fit, tmp_path, *flags, "--model.discriminator.init_args.activation=elu"
+    )
+    a, b = generator_state(whole), generator_state(resumed)
+    assert any(isinstance(m, BlockNoise) for m in whole.model.generator.modules())
+    assert all(torch.equal(a[k], b[k]) for k in a) and resumed.trainer.global_step == 4
