@@ -237,7 +237,7 @@ class GAN(GANSampling, GANObjectives, GANLifecycle):
                     f"model.{key}",
                     value,
                     f"{what} needs a discriminator "
-                    "without BatchNorm: set model.discriminator.init_args.norm to layer, instance or none",
+                    "without BatchNorm: set model.discriminator.init_args.norm to layer, group, instance or none",
                 )
         if spectral_norm:
             apply_spectral_norm(self.discriminator)
