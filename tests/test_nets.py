@@ -180,7 +180,10 @@ def test_gradients_reach_every_generator_parameter():
         ({"img_shape": (1, 28.0, 28)}, "img_shape must be three positive ints"),
         ({"img_shape": (1, 27, 27)}, r"img_shape=\(1, 27, 27\) is not supported by DCGAN"),
         ({"img_shape": (1, 4, 4)}, r"img_shape=\(1, 4, 4\) is not supported by DCGAN"),
-        ({"norm": "groups"}, "norm=.groups. is not allowed: choose one of batch, instance, layer, group, none"),
+        (
+            {"norm": "groups"},
+            "norm='groups' is not allowed: choose one of batch, instance, layer, group, none",
+        ),
         ({"base_channels": 0}, "base_channels=0 is not allowed: must be an integer >= 1"),
         ({"num_classes": -1}, "num_classes=-1 is not allowed: must be an integer >= 0"),
     ],

@@ -236,8 +236,8 @@ class GAN(GANSampling, GANObjectives, GANLifecycle):
                     not value,
                     f"model.{key}",
                     value,
-                    f"{what} needs a discriminator "
-                    "without BatchNorm: set model.discriminator.init_args.norm to layer, group, instance or none",
+                    f"{what} needs a discriminator without BatchNorm: "
+                    "set model.discriminator.init_args.norm to layer, group, instance or none",
                 )
         if spectral_norm:
             apply_spectral_norm(self.discriminator)
