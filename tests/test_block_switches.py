@@ -229,6 +229,7 @@ def test_group_norm_groups_must_divide_the_channels(backbone, net):
         ({"activation": "tanh"}, "activation='tanh' is not allowed: choose one of relu, leakyrelu"),
         ({"dropout": 1.0}, r"dropout=1.0 is not allowed: must be in \[0, 1\)"),
         ({"block_noise": -1}, "block_noise=-1 is not allowed: must be an integer >= 0"),
+        ({"dropout_at_sampling": True}, "dropout_at_sampling=True is not allowed: .* needs dropout > 0"),
     ],
 )
 def test_bad_combinations_name_the_key(kwargs, match):

@@ -104,6 +104,12 @@ class BlockSpec:
         check_choice("activation", self.activation, get_args(Activation))
         require(self.activation_slope >= 0, "activation_slope", self.activation_slope, "must be >= 0")
         require(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
+        require(
+            self.dropout > 0 or not self.dropout_at_sampling,
+            "dropout_at_sampling",
+            self.dropout_at_sampling,
+            "keeps G's dropout on when sampling, and needs dropout > 0",
+        )
         require_int("block_noise", self.noise, 0)
         require(
             not (self.norm == "instance" and self.dims == 0),
