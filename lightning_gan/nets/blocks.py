@@ -151,6 +151,35 @@ class BlockSpec:
         return layers
 
 
+def generator_spec(
+    norm: str,
+    activation: str,
+    activation_slope: float,
+    dims: int,
+    cbn_classes: int = 0,
+    vbn_reference: int = 64,
+    *,
+    norm_groups: int = 8,
+    dropout: float = 0.0,
+    dropout_at_sampling: bool = False,
+    block_noise: int = 0,
+) -> BlockSpec:
+    """The :class:`BlockSpec` of a generator: the switches every generator takes as keys of its own
+    (``norm_groups``, ``dropout``, ``dropout_at_sampling``, ``block_noise``) come in here, written once.
+
+    Args:
+        norm, activation, activation_slope, dims, cbn_classes, vbn_reference: As :class:`BlockSpec`.
+        norm_groups: Groups of ``norm: group``; must divide the channels of every normalised layer.
+        dropout: Dropout after every hidden block's activation; 0 for none.
+        dropout_at_sampling: Keep G's dropout on when sampling (grids, metrics, ``generate``).
+        block_noise: Channels of fresh N(0, 1) noise concatenated to the input of every block.
+    """
+    return BlockSpec(
+        norm, norm_groups, activation, activation_slope, dims, cbn_classes, vbn_reference, dropout,
+        dropout_at_sampling, block_noise,
+    )  # fmt: skip
+
+
 def block(
     spec: BlockSpec,
     weight: WeightLayer,

@@ -2,8 +2,7 @@
 
 from typing import Literal, get_args
 
-from einops import rearrange
-from torch import Tensor, nn
+from torch import nn
 
 from lightning_gan.nets.blocks import (
     Activation,
@@ -18,16 +17,13 @@ from lightning_gan.nets.blocks import (
 from lightning_gan.nets.conditioning import (
     ConditionalDiscriminator,
     ConditionalSequential,
-    LatentConditioning,
-    require_labels,
 )
-from lightning_gan.nets.layers import GeneratorNormKind, NormKind, check_img_shape, init_dcgan_weights_
+from lightning_gan.nets.generator import ConvGenerator
+from lightning_gan.nets.layers import NormKind, check_img_shape, init_dcgan_weights_
 from lightning_gan.nets.minibatch import MinibatchKind
-from lightning_gan.nets.vbn import ReferenceBatch, decode_with_reference
 from lightning_gan.validation import require_int
 
 Upsample = Literal["transposed", "nearest", "bilinear"]
-Conditioning = Literal["concat", "multiply", "cbn"]
 LabelInput = Literal["concat", "projection"]
 
 
@@ -53,7 +49,7 @@ def _num_stages(img_shape: tuple[int, int, int]) -> int:
     return n
 
 
-class DCGANGenerator(nn.Module):
+class DCGANGenerator(ConvGenerator):
     """DCGAN generator: z -> Linear to a small map, then n x2 upsampling stages -> Tanh image.
 
     The number of stages n is the largest with H and W divisible by 2^n and the start map at least
@@ -67,17 +63,11 @@ class DCGANGenerator(nn.Module):
         base_channels: Channels before the output conv; the first map has ``base_channels * 2^(n-1)``.
         upsample: ``"transposed"``: ConvTranspose2d(4, 2, 1); ``"nearest"``/``"bilinear"``: resize then
             Conv2d(3, 1, 1), which avoids checkerboard artefacts (Odena et al. 2016).
-        norm: Norm after every stage but the last (G's output has no norm); ``"virtual"``: virtual batch
-            norm (:mod:`lightning_gan.nets.vbn`) over a reference batch that every forward decodes too.
-        conditioning: How labels enter when ``num_classes > 0``: ``"concat"``/``"multiply"`` into z
-            (see ``LatentConditioning``), or ``"cbn"``: every BatchNorm becomes a ``ConditionalBatchNorm2d``
-            (needs ``norm="batch"``).
-        embed_dim: Label embedding size for ``conditioning="concat"``.
-        vbn_reference: Size R >= 2 of the reference batch of ``norm="virtual"`` (unused otherwise).
         kernel: Kernel of the stage convs; by default 4 (transposed) or 3 (resize then conv).
-        extra_blocks: Stride-1 conv blocks added at every resolution but the output's (depth).
-        norm_groups, activation, activation_slope, dropout, dropout_at_sampling, block_noise: The block
-            switches (:class:`~lightning_gan.nets.blocks.BlockSpec`); G's activation is ReLU by default.
+        generator_args: The keys every generator takes (``norm``, ``conditioning``, ``embed_dim``,
+            ``vbn_reference``, ``extra_blocks`` and the block switches), see
+            :class:`~lightning_gan.nets.generator.ConvGenerator`; ``cbn`` makes every BatchNorm a
+            ``ConditionalBatchNorm2d``.
 
     Example:
         >>> import torch
@@ -100,59 +90,21 @@ class DCGANGenerator(nn.Module):
         *,
         base_channels: int = 64,
         upsample: Upsample = "transposed",
-        norm: GeneratorNormKind = "batch",
-        conditioning: Conditioning = "concat",
-        embed_dim: int = 10,
-        vbn_reference: int = 64,
         kernel: int | None = None,
-        extra_blocks: int = 0,
-        norm_groups: int = 8,
-        activation: Activation = "relu",
-        activation_slope: float = 0.2,
-        dropout: float = 0.0,
-        dropout_at_sampling: bool = False,
-        block_noise: int = 0,
+        **generator_args,
     ) -> None:
-        super().__init__()
-        require_int("latent_dim", latent_dim, 1)
-        require_int("num_classes", num_classes, 0)
+        super().__init__(latent_dim, num_classes, **generator_args)
         require_int("base_channels", base_channels, 1)
         check_choice("upsample", upsample, get_args(Upsample))
-        check_choice("norm", norm, get_args(GeneratorNormKind))
-        check_choice("conditioning", conditioning, get_args(Conditioning))
-        cbn = num_classes > 0 and conditioning == "cbn"
         transposed = upsample == "transposed"
         kernel = (4 if transposed else 3) if kernel is None else kernel
         require_int("kernel", kernel, 1)
-        spec = BlockSpec(
-            norm,
-            norm_groups,
-            activation,
-            activation_slope,
-            cbn_classes=num_classes if cbn else 0,
-            vbn_reference=vbn_reference,
-            dropout=dropout,
-            dropout_at_sampling=dropout_at_sampling,
-            noise=block_noise,
-        )
-        self.latent_dim = latent_dim
-        self.num_classes = num_classes
+        spec = self.spec
         self.img_shape = check_img_shape(img_shape)
         c, h, w = self.img_shape
         n = _num_stages(self.img_shape)
-        self.start_shape = (base_channels * 2 ** (n - 1), h // 2**n, w // 2**n)
-
-        # None when unconditional, so an unconditional G keeps its parameter names and init RNG stream.
-        latent_cond = num_classes > 0 and not cbn
-        self.condition = (
-            LatentConditioning(latent_dim, num_classes, conditioning, embed_dim) if latent_cond else None
-        )
-        in_dim = self.condition.out_dim if self.condition is not None else latent_dim
-        self.project = nn.Linear(in_dim, self.start_shape[0] * self.start_shape[1] * self.start_shape[2])
-        c0, same = self.start_shape[0], conv2d(kernel, 1)
-        self.project_norm = ConditionalSequential(
-            *spec.post(c0), *repeat_blocks(spec, same, c0, extra_blocks)
-        )
+        same = conv2d(kernel, 1)
+        self.project_to((base_channels * 2 ** (n - 1), h // 2**n, w // 2**n), same)
         weight = conv_transpose2d(kernel) if transposed else same
         stages = []
         for i in range(n):
@@ -160,29 +112,12 @@ class DCGANGenerator(nn.Module):
             last = nn.Tanh() if i == n - 1 else None  # G's output has no norm
             c_out = c if last else c_in // 2
             pre = () if transposed else (nn.Upsample(scale_factor=2, mode=upsample),)
-            extra = repeat_blocks(spec, same, c_out, 0 if last else extra_blocks)
+            extra = repeat_blocks(spec, same, c_out, 0 if last else self.extra_blocks)
             stages.append(
                 ConditionalSequential(*block(spec, weight, c_in, c_out, last=last, pre=pre), *extra)
             )
         self.stages = ConditionalSequential(*stages)
-        init_dcgan_weights_(self)
-        # drawn after the weights, which are then those of the same G with another norm
-        virtual = norm == "virtual"
-        self.reference = ReferenceBatch(vbn_reference, latent_dim, num_classes) if virtual else None
-
-    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Map z (N, latent_dim) and labels (N,) (int64; needed iff ``num_classes > 0``, else ignored)
-        to images (N, C, H, W) in [-1, 1]."""
-        if self.num_classes > 0:
-            labels = require_labels(labels, self.num_classes)
-        return decode_with_reference(self.reference, self._decode, z, labels)
-
-    def _decode(self, z: Tensor, labels: Tensor | None) -> Tensor:
-        if self.condition is not None:
-            z = self.condition(z, labels)  # (N, latent_dim + embed_dim) for concat
-        c0, h0, w0 = self.start_shape
-        x = rearrange(self.project(z), "n (c h w) -> n c h w", c=c0, h=h0, w=w0)
-        return self.stages(self.project_norm(x, labels), labels)  # (N, C, H, W)
+        self.init_weights()
 
 
 class DCGANDiscriminator(ConditionalDiscriminator):

@@ -11,7 +11,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from lightning_gan.nets.blocks import Activation, BlockSpec, block, check_choice, linear
+from lightning_gan.nets.blocks import Activation, BlockSpec, block, check_choice, generator_spec, linear
 from lightning_gan.nets.conditioning import require_labels
 from lightning_gan.nets.layers import DOut, NormKind, check_img_shape
 from lightning_gan.nets.minibatch import MinibatchKind, make_minibatch_layer
@@ -42,8 +42,8 @@ class MLPGenerator(nn.Module):
             that bias is dropped), ``false`` (none), or a name: batch, layer, group, none (``instance`` has
             nothing to normalise in features and is refused).
         activation: The activation of the hidden layers (leakyrelu uses ``negative_slope``).
-        norm_groups, dropout, dropout_at_sampling, block_noise: The block switches
-            (:class:`~lightning_gan.nets.blocks.BlockSpec`).
+        block_switches: ``norm_groups``, ``dropout``, ``dropout_at_sampling``, ``block_noise``, see
+            :func:`~lightning_gan.nets.blocks.generator_spec`.
 
     Example:
         >>> g = MLPGenerator(100, (1, 28, 28), 10)
@@ -62,10 +62,7 @@ class MLPGenerator(nn.Module):
         negative_slope: float = 0.2,
         norm: bool | NormKind = True,
         activation: Activation = "leakyrelu",
-        norm_groups: int = 8,
-        dropout: float = 0.0,
-        dropout_at_sampling: bool = False,
-        block_noise: int = 0,
+        **block_switches,
     ) -> None:
         super().__init__()
         require_int("latent_dim", latent_dim, 1)
@@ -81,16 +78,7 @@ class MLPGenerator(nn.Module):
         if isinstance(norm, bool):
             norm = "batch" if norm else "none"
         check_choice("norm", norm, get_args(NormKind))
-        spec = BlockSpec(
-            norm,
-            norm_groups,
-            activation,
-            negative_slope,
-            dims=0,
-            dropout=dropout,
-            dropout_at_sampling=dropout_at_sampling,
-            noise=block_noise,
-        )
+        spec = generator_spec(norm, activation, negative_slope, 0, **block_switches)
         layers: list[nn.Module] = []
         width = latent_dim + embed_dim if num_classes > 0 else latent_dim
         for h in hidden:

@@ -30,17 +30,14 @@ from lightning_gan.nets.blocks import (
 from lightning_gan.nets.conditioning import (
     ConditionalDiscriminator,
     ConditionalSequential,
-    LatentConditioning,
-    require_labels,
 )
-from lightning_gan.nets.layers import GeneratorNormKind, NormKind, check_img_shape, init_dcgan_weights_
+from lightning_gan.nets.generator import ConvGenerator
+from lightning_gan.nets.layers import NormKind, check_img_shape, init_dcgan_weights_
 from lightning_gan.nets.minibatch import MinibatchKind
-from lightning_gan.nets.vbn import ReferenceBatch, decode_with_reference
 from lightning_gan.validation import require, require_int
 
 Conv = Literal["2d", "1d"]
 Upsample = Literal["linear", "nearest"]
-Conditioning = Literal["concat", "multiply", "cbn"]
 LabelInput = Literal["concat", "projection"]
 
 MAX_STAGES = 4
@@ -133,7 +130,7 @@ class _Signal:
         return 1 if self.conv == "1d" else 2
 
 
-class SignalGenerator(nn.Module):
+class SignalGenerator(ConvGenerator):
     """Generator of (1, S, T) signal windows: z -> Linear to a short map, then x2 time stages -> Tanh.
 
     Each stage upsamples time by 2 (``upsample``, then a conv, as the notes preferred to transposed
@@ -151,15 +148,9 @@ class SignalGenerator(nn.Module):
         out_kernel: (time, sensor) kernel of the output conv.
         num_stages: x2 stages; by default as many as :func:`signal_stages` allows (4 for T = 128).
         upsample: ``"linear"`` (bilinear for 2-D maps) or ``"nearest"``.
-        norm: Norm after every stage; ``"virtual"``: virtual batch norm (:mod:`lightning_gan.nets.vbn`) over a
-            reference batch that every forward decodes too.
-        conditioning: How labels enter when ``num_classes > 0``: ``"concat"``/``"multiply"`` into z, or
-            ``"cbn"``: class-conditional BatchNorm (needs ``norm="batch"``).
-        embed_dim: Label embedding size for ``conditioning="concat"``.
-        vbn_reference: Size R >= 2 of the reference batch of ``norm="virtual"`` (unused otherwise).
-        extra_blocks: Stride-1 conv blocks added at the start map and after every stage (depth).
-        norm_groups, activation, activation_slope, dropout, dropout_at_sampling, block_noise: The block
-            switches (:class:`~lightning_gan.nets.blocks.BlockSpec`); G's activation is ReLU by default.
+        generator_args: The keys every generator takes (``norm``, ``conditioning``, ``embed_dim``,
+            ``vbn_reference``, ``extra_blocks`` (here also after the start map) and the block switches), see
+            :class:`~lightning_gan.nets.generator.ConvGenerator`.
 
     Example:
         >>> import torch
@@ -183,90 +174,40 @@ class SignalGenerator(nn.Module):
         out_kernel: tuple[int, int] = (5, 1),
         num_stages: int | None = None,
         upsample: Upsample = "linear",
-        norm: GeneratorNormKind = "batch",
-        conditioning: Conditioning = "concat",
-        embed_dim: int = 10,
-        vbn_reference: int = 64,
-        extra_blocks: int = 0,
-        norm_groups: int = 8,
-        activation: Activation = "relu",
-        activation_slope: float = 0.2,
-        dropout: float = 0.0,
-        dropout_at_sampling: bool = False,
-        block_noise: int = 0,
+        **generator_args,
     ) -> None:
-        super().__init__()
-        require_int("latent_dim", latent_dim, 1)
-        require_int("num_classes", num_classes, 0)
-        require_int("base_channels", base_channels, 1)
         check_choice("conv", conv, get_args(Conv))
+        super().__init__(latent_dim, num_classes, dims=1 if conv == "1d" else 2, **generator_args)
+        require_int("base_channels", base_channels, 1)
         check_choice("upsample", upsample, get_args(Upsample))
-        check_choice("norm", norm, get_args(GeneratorNormKind))
-        check_choice("conditioning", conditioning, get_args(Conditioning))
         kernel, out_kernel = _check_kernel("kernel", kernel), _check_kernel("out_kernel", out_kernel)
-        cbn = num_classes > 0 and conditioning == "cbn"
-        dims = 1 if conv == "1d" else 2
-        spec = BlockSpec(
-            norm,
-            norm_groups,
-            activation,
-            activation_slope,
-            dims,
-            num_classes if cbn else 0,
-            vbn_reference,
-            dropout,
-            dropout_at_sampling,
-            block_noise,
-        )
-        self.latent_dim = latent_dim
-        self.num_classes = num_classes
+        spec = self.spec
         self.img_shape = _check_signal_shape(img_shape)
         _, sensors, length = self.img_shape
         n = signal_stages(length, num_stages)
         layout = _Signal(conv, kernel)
         self.conv = conv
         channels = base_channels * 2**n
-        self.start_shape = (channels, length // 2**n) if conv == "1d" else (channels, sensors, length // 2**n)
-
-        latent_cond = num_classes > 0 and not cbn
-        self.condition = (
-            LatentConditioning(latent_dim, num_classes, conditioning, embed_dim) if latent_cond else None
-        )
-        in_dim = self.condition.out_dim if self.condition is not None else latent_dim
-        size = 1
-        for s in self.start_shape:
-            size *= s
-        self.project = nn.Linear(in_dim, size)
         same = layout.conv_layer(kernel, 1)
-        extra = repeat_blocks(spec, same, channels, extra_blocks)
-        self.project_norm = ConditionalSequential(*spec.post(channels), *extra)
+        self.project_to(
+            (channels, length // 2**n) if conv == "1d" else (channels, sensors, length // 2**n), same
+        )
         stages = []
         for i in range(n):
             c_out = channels // 2 ** (i + 1)
             up = (layout.upsample(upsample),)
-            extra = repeat_blocks(spec, same, c_out, extra_blocks)
+            extra = repeat_blocks(spec, same, c_out, self.extra_blocks)
             stages.append(ConditionalSequential(*block(spec, same, 2 * c_out, c_out, pre=up), *extra))
         self.stages = ConditionalSequential(*stages)
         out_channels = sensors if conv == "1d" else 1
         out = layout.conv_layer(out_kernel, 1)
         self.output = nn.Sequential(*block(spec, out, base_channels, out_channels, last=nn.Tanh()))
-        init_dcgan_weights_(self)
-        virtual = norm == "virtual"  # drawn after the weights, as in DCGANGenerator
-        self.reference = ReferenceBatch(vbn_reference, latent_dim, num_classes) if virtual else None
+        self.init_weights()
 
-    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Map z (N, latent_dim) and labels (N,) (int64; needed iff ``num_classes > 0``, else ignored) to
-        windows (N, 1, S, T) in [-1, 1]."""
-        if self.num_classes > 0:
-            labels = require_labels(labels, self.num_classes)
-        return decode_with_reference(self.reference, self._decode, z, labels)
-
-    def _decode(self, z: Tensor, labels: Tensor | None) -> Tensor:
-        if self.condition is not None:
-            z = self.condition(z, labels)
-        x = self.project(z).view(len(z), *self.start_shape)  # (N, C, t) or (N, C, S, t)
-        x = self.output(self.stages(self.project_norm(x, labels), labels))
-        return rearrange(x, "n s t -> n 1 s t") if self.conv == "1d" else x  # (N, 1, S, T)
+    def to_output(self, x: Tensor) -> Tensor:
+        """The output conv, then windows (N, 1, S, T) in [-1, 1]."""
+        x = self.output(x)
+        return rearrange(x, "n s t -> n 1 s t") if self.conv == "1d" else x
 
 
 class SignalDiscriminator(ConditionalDiscriminator):
