@@ -70,7 +70,8 @@ def generate(
         ckpt_path: Checkpoint written by ``lightning-gan fit``.
         num_samples: How many samples.
         output: Path of the .npz file to write.
-        seed: Seeds the latent vectors (drawn on the CPU, so the same seed gives the same z on any device).
+        seed: Seeds the latent vectors (drawn on the CPU, so the same seed gives the same z on any device)
+            and G's own noise at sampling (``block_noise``, ``dropout_at_sampling``).
         batch_size: Samples per forward pass.
         no_ema: Sample with G's trained weights even when the checkpoint holds an EMA of them.
         class_label: Conditional models: all samples of this class (default: uniformly drawn classes).
@@ -95,11 +96,14 @@ def generate(
     # batch would make the samples depend on the batch size
     latents = model.sample_latent(num_samples, generator=rng, truncation=truncation).cpu()
     chunks = []
-    for start in tqdm(range(0, num_samples, batch_size), desc="generate", unit="batch"):
-        n = min(batch_size, num_samples - start)
-        z = latents[start : start + n].to(device)
-        batch_labels = None if labels is None else labels[start : start + n].to(device)
-        chunks.append(model.sample(n, batch_labels, z=z, ema=not no_ema).float().cpu())
+    # G's own randomness at sampling (block_noise, dropout_at_sampling) also follows the seed
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in tqdm(range(0, num_samples, batch_size), desc="generate", unit="batch"):
+            n = min(batch_size, num_samples - start)
+            z = latents[start : start + n].to(device)
+            batch_labels = None if labels is None else labels[start : start + n].to(device)
+            chunks.append(model.sample(n, batch_labels, z=z, ema=not no_ema).float().cpu())
     images = torch.cat(chunks)
     arrays = {"images": images.numpy().astype(np.float32)}
     if labels is not None:

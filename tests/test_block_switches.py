@@ -3,6 +3,7 @@ and D separately: each builds exactly what it names, and bad combinations fail n
 
 import functools
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -283,3 +284,27 @@ def test_block_switches_train_and_resume_bit_exact(tmp_path):
     a, b = generator_state(whole), generator_state(resumed)
     assert any(isinstance(m, BlockNoise) for m in whole.model.generator.modules())
     assert all(torch.equal(a[k], b[k]) for k in a) and resumed.trainer.global_step == 4
+
+
+def test_generate_repeats_g_s_sampling_noise_for_one_seed(tmp_path):
+    from lightning_gan.cli import run
+    from tests.conftest import fit
+
+    g = "--model.generator.init_args."
+    switches = (f"{g}block_noise=2", f"{g}dropout=0.3", f"{g}dropout_at_sampling=true")
+    cli = fit(tmp_path, "--trainer.max_steps=1", *switches)
+    ckpt = tmp_path / "last.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+    images = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        run(
+            [
+                "generate",
+                f"--ckpt_path={ckpt}",
+                "--num_samples=8",
+                f"--seed={seed}",
+                f"--output={tmp_path / name}.npz",
+            ]
+        )
+        images[name] = np.load(tmp_path / f"{name}.npz")["images"]
+    assert np.array_equal(images["a"], images["b"]) and not np.allclose(images["a"], images["c"])
