@@ -14,6 +14,7 @@ from lightning_gan.data import DigitsDataModule
 from lightning_gan.models import GAN
 from lightning_gan.models.lifecycle import OPTIMIZERS
 from lightning_gan.nets import DCGANDiscriminator, DCGANGenerator
+from tests.conftest import REPO, generator_state, whole_and_resumed
 
 
 def tiny_gan(d_norm: str = "batch", **kwargs) -> GAN:
@@ -136,6 +137,21 @@ def test_spectral_norm_wraps_every_conv_and_linear_of_d_and_trains(tmp_path):
     assert layers and all(parametrize.is_parametrized(m, "weight") for m in layers)
     tiny_trainer(tmp_path, max_steps=2).fit(model, DigitsDataModule(batch_size=16))
     assert trainer_ok(model)
+
+
+def test_spectral_norm_g_wraps_every_weight_of_a_conditional_g_only_and_resumes_bit_exact(run_fit, tmp_path):
+    model = tiny_gan(spectral_norm_g=True, conditioning="cgan", num_classes=10)
+    weights = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear, torch.nn.Embedding)
+    layers = [m for m in model.generator.modules() if isinstance(m, weights)]
+    assert any(isinstance(m, torch.nn.Embedding) for m in layers)  # the label's way in, too
+    assert layers and all(parametrize.is_parametrized(m, "weight") for m in layers)
+    assert not any(parametrize.is_parametrized(m) for m in model.discriminator.modules())
+    config = str(REPO / "configs" / "cdcgan.yaml")
+    fit_fn = lambda root, *a: run_fit(root, *a, config=config)  # noqa: E731
+    whole, resumed = whole_and_resumed(fit_fn, tmp_path, "--model.spectral_norm_g=true")
+    a, b = generator_state(whole), generator_state(resumed)
+    assert any(".parametrizations.weight.original" in k for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a) and trainer_ok(whole.model)
 
 
 def trainer_ok(model: GAN) -> bool:

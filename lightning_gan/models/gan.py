@@ -64,6 +64,7 @@ class GAN(GANSampling, GANObjectives, GANLifecycle):
         clip_value: WGAN weight clipping of every D parameter to [-c, c] after each D step; 0 = off.
         gp_weight: WGAN-GP gradient penalty weight; 0 = off.
         spectral_norm: Wrap every conv/linear layer of D in spectral normalisation (Miyato et al. 2018).
+        spectral_norm_g: Wrap every conv/linear layer (and label embedding) of G too, as SAGAN and BigGAN do.
         scheduler_g, scheduler_d: Optional LR schedulers, stepped once per generator step.
         conditioning: ``none``, ``cgan``, ``acgan`` or ``ssgan`` (see :data:`Conditioning`).
         class_weight: Weight of the class loss: ACGAN adds it to D's and G's objectives; SSGAN's L_label.
@@ -127,6 +128,7 @@ class GAN(GANSampling, GANObjectives, GANLifecycle):
         clip_value: float = 0.0,
         gp_weight: float = 0.0,
         spectral_norm: bool = False,
+        spectral_norm_g: bool = False,
         scheduler_g: LRSchedulerCallable | None = None,
         scheduler_d: LRSchedulerCallable | None = None,
         conditioning: Conditioning = "none",
@@ -241,6 +243,8 @@ class GAN(GANSampling, GANObjectives, GANLifecycle):
                 )
         if spectral_norm:
             apply_spectral_norm(self.discriminator)
+        if spectral_norm_g:  # Zhang et al. 2019 (SAGAN), sec. 4.1
+            apply_spectral_norm(self.generator)
         self.instance_noise = InstanceNoise(instance_noise, instance_noise_scale, instance_noise_anneal)
         self.augment = DiffAugment(augment, augment_p, augment_adaptive, augment_target, augment_ada_steps)
         self.loss_terms = LossTerms(
