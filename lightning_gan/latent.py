@@ -24,6 +24,12 @@ from lightning_gan.validation import require
 LatentKind = Literal["gaussian", "uniform", "laplace"]
 
 
+def check_latent(kind: str) -> None:
+    """Refuses a latent distribution that is not one of :data:`LatentKind`, naming ``model.latent``."""
+    kinds = get_args(LatentKind)
+    require(kind in kinds, "model.latent", kind, f"choose one of {', '.join(kinds)}")
+
+
 def check_truncation(truncation: float | None, kind: str = "gaussian", key: str = "truncation") -> None:
     """Refuses a truncation threshold <= 0, or one for a distribution other than the gaussian."""
     if truncation is None:
@@ -47,9 +53,7 @@ def draw_latent(
     al. 2016) or ``laplace`` Laplace(0, 1) (the difference of two Exp(1)) in each coordinate. With
     ``truncation`` t, gaussian coordinates with |z| > t are drawn again until none is left (the truncation
     trick: samples nearer the mode, less varied). Drawn on ``device`` (the generator's, when given one)."""
-    require(
-        kind in get_args(LatentKind), "model.latent", kind, f"choose one of {', '.join(get_args(LatentKind))}"
-    )
+    check_latent(kind)
     check_truncation(truncation, kind)
     if generator is not None:
         device = generator.device

@@ -23,7 +23,7 @@ from lightning.pytorch.cli import LRSchedulerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer, do_nothing_closure
 from torch import Tensor, nn
 
-from lightning_gan.latent import LatentKind, draw_latent
+from lightning_gan.latent import LatentKind, check_latent
 from lightning_gan.losses import AdvLoss, clip_weights_, get_loss
 from lightning_gan.models.lifecycle import GANLifecycle, OptimizerName
 from lightning_gan.models.objectives import GANObjectives
@@ -209,7 +209,7 @@ class GAN(GANSampling, GANObjectives, GANLifecycle):
         self.scheduler_factories = {"scheduler_g": scheduler_g, "scheduler_d": scheduler_d}
 
         self.latent_dim = latent_dim
-        draw_latent(latent, 0, latent_dim)  # refuses an unknown distribution now, naming the key
+        check_latent(latent)
         self.img_shape = tuple(img_shape)
         self.num_classes = num_classes
         self.conditioning = conditioning

@@ -4,6 +4,7 @@ virtual batch norm's reference batch. A backbone builds its stages from ``ConvGe
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args
 
 from torch import Tensor, nn
@@ -81,10 +82,7 @@ class ConvGenerator(nn.Module):
         a stride-1 weight layer of the backbone) as ``self.project_norm``."""
         self.start_shape = start_shape
         in_dim = self.condition.out_dim if self.condition is not None else self.latent_dim
-        size = 1
-        for s in start_shape:
-            size *= s
-        self.project = nn.Linear(in_dim, size)
+        self.project = nn.Linear(in_dim, math.prod(start_shape))
         channels = start_shape[0]
         self.project_norm = ConditionalSequential(
             *self.spec.post(channels), *repeat_blocks(self.spec, same, channels, self.extra_blocks)
