@@ -1,5 +1,6 @@
 """Generator and discriminator networks: plain nn.Modules, shapes in, tensors out."""
 
+from lightning_gan.nets.attention import SelfAttention
 from lightning_gan.nets.conditioning import (
     ConditionalBatchNorm,
     ConditionalBatchNorm1d,
@@ -13,6 +14,12 @@ from lightning_gan.nets.conditioning import (
 from lightning_gan.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from lightning_gan.nets.layers import DOut, apply_spectral_norm, has_batchnorm
 from lightning_gan.nets.mlp import MLPDiscriminator, MLPGenerator
+from lightning_gan.nets.resnet_gan import (
+    ResNetDiscriminator,
+    ResNetGenerator,
+    SignalResNetDiscriminator,
+    SignalResNetGenerator,
+)
 from lightning_gan.nets.signal import SignalDiscriminator, SignalGenerator
 from lightning_gan.nets.vbn import VirtualBatchNorm
 
@@ -30,8 +37,13 @@ __all__ = [
     "MLPDiscriminator",
     "MLPGenerator",
     "ProjectionHead",
+    "ResNetDiscriminator",
+    "ResNetGenerator",
+    "SelfAttention",
     "SignalDiscriminator",
     "SignalGenerator",
+    "SignalResNetDiscriminator",
+    "SignalResNetGenerator",
     "VirtualBatchNorm",
     "apply_spectral_norm",
     "has_batchnorm",

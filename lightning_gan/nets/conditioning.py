@@ -87,6 +87,7 @@ class ConditionalBatchNorm(nn.Module):
     """
 
     batch_norm: type[nn.Module] = nn.BatchNorm2d
+    takes_labels = True
 
     def __init__(self, num_features: int, num_classes: int) -> None:
         super().__init__()
@@ -132,9 +133,9 @@ class ConditionalBatchNorm1d(ConditionalBatchNorm):
 class ConditionalSequential(nn.Sequential):
     """A Sequential that also passes ``labels`` to the layers that take them.
 
-    Those are ``ConditionalBatchNorm`` layers and nested ``ConditionalSequential``s; every other layer gets
-    ``x`` only. Without such layers it computes exactly what ``nn.Sequential`` does, with the same
-    parameter names.
+    Those are the layers whose class says ``takes_labels = True``: ``ConditionalBatchNorm``, nested
+    ``ConditionalSequential``s and residual blocks; every other layer gets ``x`` only. Without such layers
+    it computes exactly what ``nn.Sequential`` does, with the same parameter names.
 
     Example:
         >>> seq = ConditionalSequential(nn.Conv2d(1, 4, 3), ConditionalBatchNorm2d(4, 10), nn.ReLU())
@@ -142,11 +143,12 @@ class ConditionalSequential(nn.Sequential):
         torch.Size([2, 4, 3, 3])
     """
 
+    takes_labels = True
+
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Apply the layers in order to x, giving ``labels`` (N,) to the label-taking ones."""
         for layer in self:
-            takes_labels = isinstance(layer, ConditionalBatchNorm | ConditionalSequential)
-            x = layer(x, labels) if takes_labels else layer(x)
+            x = layer(x, labels) if getattr(layer, "takes_labels", False) else layer(x)
         return x
 
 
@@ -244,6 +246,10 @@ class ConditionalDiscriminator(nn.Module):
         """What the stages take, from D's input; the identity unless a subclass reshapes."""
         return x
 
+    def to_features(self, maps: Tensor) -> Tensor:
+        """D's features (N, F) from its last stage's maps; flattened unless a subclass pools."""
+        return maps.flatten(1)
+
     def feature_blocks(self) -> list[nn.Module]:
         """D's blocks in order (its stages), which ``--model.feature_layer`` indexes."""
         return list(self.stages)
@@ -255,7 +261,7 @@ class ConditionalDiscriminator(nn.Module):
         x = self.to_input(x)
         if self.label_maps is not None:
             x = self.label_maps(x, labels)  # K more channels
-        features = self.stages(x).flatten(1)  # (N, F)
+        features = self.to_features(self.stages(x))  # (N, F)
         if self.minibatch is not None:
             features = self.minibatch(features)  # (N, F + batch statistics)
         logits = self.head(features).squeeze(1)  # (N,)

@@ -1,9 +1,11 @@
 """DCGAN generator and discriminator (Radford et al. 2016) for any image size with enough factors of 2."""
 
+from collections.abc import Sequence
 from typing import Literal, get_args
 
 from torch import nn
 
+from lightning_gan.nets.attention import add_attention
 from lightning_gan.nets.blocks import (
     Activation,
     BlockSpec,
@@ -27,7 +29,7 @@ Upsample = Literal["transposed", "nearest", "bilinear"]
 LabelInput = Literal["concat", "projection"]
 
 
-def _num_stages(img_shape: tuple[int, int, int]) -> int:
+def image_stages(img_shape: tuple[int, int, int]) -> int:
     """The largest n with H and W divisible by 2^n and both H/2^n, W/2^n >= 3.
 
     28 -> 2 stages from 7x7, 32 -> 3 from 4x4, 64 -> 4 from 4x4, (32, 48) -> 3 from 4x6.
@@ -43,8 +45,8 @@ def _num_stages(img_shape: tuple[int, int, int]) -> int:
         n += 1
     if n == 0:
         raise ValueError(
-            f"img_shape={img_shape!r} is not supported by DCGAN: H and W must be even and at least 6, "
-            "so that one x2 stage starts from a map of at least 3x3"
+            f"img_shape={img_shape!r} is not supported by DCGAN and ResNet nets: H and W must be even and at "
+            "least 6, so that one x2 stage starts from a map of at least 3x3"
         )
     return n
 
@@ -64,6 +66,8 @@ class DCGANGenerator(ConvGenerator):
         upsample: ``"transposed"``: ConvTranspose2d(4, 2, 1); ``"nearest"``/``"bilinear"``: resize then
             Conv2d(3, 1, 1), which avoids checkerboard artefacts (Odena et al. 2016).
         kernel: Kernel of the stage convs; by default 4 (transposed) or 3 (resize then conv).
+        attention: Resolutions (map widths) after which a self-attention block sits
+            (:mod:`lightning_gan.nets.attention`): the start map's and every stage's but the image's.
         generator_args: The keys every generator takes (``norm``, ``conditioning``, ``embed_dim``,
             ``vbn_reference``, ``extra_blocks`` and the block switches), see
             :class:`~lightning_gan.nets.generator.ConvGenerator`; ``cbn`` makes every BatchNorm a
@@ -91,6 +95,7 @@ class DCGANGenerator(ConvGenerator):
         base_channels: int = 64,
         upsample: Upsample = "transposed",
         kernel: int | None = None,
+        attention: Sequence[int] = (),
         **generator_args,
     ) -> None:
         super().__init__(latent_dim, num_classes, **generator_args)
@@ -102,11 +107,11 @@ class DCGANGenerator(ConvGenerator):
         spec = self.spec
         self.img_shape = check_img_shape(img_shape)
         c, h, w = self.img_shape
-        n = _num_stages(self.img_shape)
+        n = image_stages(self.img_shape)
         same = conv2d(kernel, 1)
         self.project_to((base_channels * 2 ** (n - 1), h // 2**n, w // 2**n), same)
         weight = conv_transpose2d(kernel) if transposed else same
-        stages = []
+        stages, points = [], {w // 2**n: (self.project_norm, self.start_shape[0])}  # resolution -> (after, C)
         for i in range(n):
             c_in = self.start_shape[0] // 2**i
             last = nn.Tanh() if i == n - 1 else None  # G's output has no norm
@@ -116,7 +121,10 @@ class DCGANGenerator(ConvGenerator):
             stages.append(
                 ConditionalSequential(*block(spec, weight, c_in, c_out, last=last, pre=pre), *extra)
             )
+            if not last:
+                points[w // 2 ** (n - i - 1)] = (stages[-1], c_out)
         self.stages = ConditionalSequential(*stages)
+        add_attention("attention", attention, points)
         self.init_weights()
 
 
@@ -144,6 +152,7 @@ class DCGANDiscriminator(ConditionalDiscriminator):
         extra_blocks: Stride-1 conv blocks added to every stage (depth).
         norm_groups, activation, activation_slope: The block switches
             (:class:`~lightning_gan.nets.blocks.BlockSpec`); D's activation is LeakyReLU(0.2) by default.
+        attention: Resolutions (map widths) after which a self-attention block sits: any stage's output.
 
     Example:
         >>> import torch
@@ -173,6 +182,7 @@ class DCGANDiscriminator(ConditionalDiscriminator):
         norm_groups: int = 8,
         activation: Activation = "leakyrelu",
         activation_slope: float = 0.2,
+        attention: Sequence[int] = (),
     ) -> None:
         super().__init__()
         require_int("num_classes", num_classes, 0)
@@ -181,13 +191,15 @@ class DCGANDiscriminator(ConditionalDiscriminator):
         check_choice("norm", norm, get_args(NormKind))
         self.img_shape = check_img_shape(img_shape)
         c, h, w = self.img_shape
-        n = _num_stages(self.img_shape)
+        n = image_stages(self.img_shape)
         label_channels = self.init_label_input(num_classes, label_input)
         spec = BlockSpec(norm, norm_groups, activation, activation_slope)
         weight, same = conv2d(kernel, 2), conv2d(kernel, 1)
         self.stages = downsampling_stages(
             spec, weight, same, c + label_channels, base_channels, n, extra_blocks
         )
+        points = {w // 2 ** (i + 1): (stage, base_channels * 2**i) for i, stage in enumerate(self.stages)}
+        add_attention("attention", attention, points)
         self.init_heads(
             base_channels * 2 ** (n - 1) * (h // 2**n) * (w // 2**n),
             class_head,

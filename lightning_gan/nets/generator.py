@@ -5,11 +5,12 @@ virtual batch norm's reference batch. A backbone builds its stages from ``ConvGe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal, get_args
 
 from torch import Tensor, nn
 
-from lightning_gan.nets.blocks import Activation, check_choice, generator_spec, repeat_blocks
+from lightning_gan.nets.blocks import Activation, WeightLayer, check_choice, generator_spec, repeat_blocks
 from lightning_gan.nets.conditioning import ConditionalSequential, LatentConditioning, require_labels
 from lightning_gan.nets.layers import GeneratorNormKind, init_dcgan_weights_
 from lightning_gan.nets.vbn import ReferenceBatch, decode_with_reference
@@ -77,26 +78,30 @@ class ConvGenerator(nn.Module):
         )
         self.reference: ReferenceBatch | None = None
 
-    def project_to(self, start_shape: tuple[int, ...], same: nn.Module) -> None:
+    def project_to(self, start_shape: tuple[int, ...], same: WeightLayer | None) -> None:
         """z's Linear to ``start_shape`` (C, ...), then its norm, activation and the extra blocks (``same``:
-        a stride-1 weight layer of the backbone) as ``self.project_norm``."""
+        a stride-1 weight layer of the backbone) as ``self.project_norm``; with ``same=None`` nothing follows
+        the Linear (a ResNet's blocks start with their own norm and activation)."""
         self.start_shape = start_shape
         in_dim = self.condition.out_dim if self.condition is not None else self.latent_dim
         self.project = nn.Linear(in_dim, math.prod(start_shape))
         channels = start_shape[0]
-        self.project_norm = ConditionalSequential(
-            *self.spec.post(channels), *repeat_blocks(self.spec, same, channels, self.extra_blocks)
-        )
+        after = [] if same is None else self.spec.post(channels)
+        if same is not None:
+            after += repeat_blocks(self.spec, same, channels, self.extra_blocks)
+        self.project_norm = ConditionalSequential(*after)
 
-    def init_weights(self) -> None:
-        """The DCGAN init of every weight, then the reference batch of ``norm="virtual"`` (drawn after the
-        weights, which are then those of the same G with another norm). The backbone calls it last."""
-        init_dcgan_weights_(self)
+    def init_weights(self, init: Callable[[nn.Module], None] = init_dcgan_weights_) -> None:
+        """``init`` of every weight (the DCGAN init by default), then the reference batch of
+        ``norm="virtual"`` (drawn after the weights, which are then those of the same G with another norm).
+        The backbone calls it last."""
+        init(self)
         if self.spec.norm == "virtual":
             self.reference = ReferenceBatch(self.spec.vbn_reference, self.latent_dim, self.num_classes)
 
-    def to_output(self, x: Tensor) -> Tensor:
-        """The last stage's maps to the output; the identity unless the backbone says otherwise."""
+    def to_output(self, x: Tensor, labels: Tensor | None) -> Tensor:
+        """The last stage's maps (and the labels, for a conditional norm) to the output; the identity unless
+        the backbone says otherwise."""
         return x
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -110,4 +115,4 @@ class ConvGenerator(nn.Module):
         if self.condition is not None:
             z = self.condition(z, labels)  # (N, latent_dim + embed_dim) for concat
         x = self.project(z).view(len(z), *self.start_shape)
-        return self.to_output(self.stages(self.project_norm(x, labels), labels))
+        return self.to_output(self.stages(self.project_norm(x, labels), labels), labels)

@@ -79,20 +79,33 @@ def make_norm(
     raise ValueError(f"norm={kind!r} is not allowed: choose one of {', '.join(get_args(GeneratorNormKind))}")
 
 
-def init_dcgan_weights_(module: nn.Module) -> None:
-    """In-place DCGAN init (Radford et al. 2016, sec. 4): conv/linear weights ~ N(0, 0.02), biases 0,
-    norm scales ~ N(1, 0.02), norm shifts 0."""
+def _init_weights_(
+    module: nn.Module, weight: Callable[[Tensor], object], scale: Callable[[Tensor], object]
+) -> None:
+    """``weight`` on every conv/linear weight, ``scale`` on every norm's scale; biases and shifts 0."""
     for m in module.modules():
         if isinstance(m, _WEIGHT_LAYERS):
-            nn.init.normal_(m.weight, 0.0, 0.02)
+            weight(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif (
             isinstance(m, _BatchNorm | _InstanceNorm | nn.GroupNorm | VirtualBatchNorm)
             and m.weight is not None
         ):
-            nn.init.normal_(m.weight, 1.0, 0.02)
+            scale(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def init_dcgan_weights_(module: nn.Module) -> None:
+    """In-place DCGAN init (Radford et al. 2016, sec. 4): conv/linear weights ~ N(0, 0.02), biases 0,
+    norm scales ~ N(1, 0.02), norm shifts 0."""
+    _init_weights_(module, lambda w: nn.init.normal_(w, 0.0, 0.02), lambda w: nn.init.normal_(w, 1.0, 0.02))
+
+
+def init_xavier_weights_(module: nn.Module) -> None:
+    """In-place init of the ResNet nets, as SNGAN's code (``GlorotUniform``): conv/linear weights
+    Xavier-uniform, biases 0, norm scales 1, norm shifts 0."""
+    _init_weights_(module, nn.init.xavier_uniform_, nn.init.ones_)
 
 
 def apply_spectral_norm(module: nn.Module) -> nn.Module:

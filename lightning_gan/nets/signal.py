@@ -13,11 +13,13 @@ Upsampling and striding act on time only; the S sensor rows keep their size thro
 Kernels are written ``(time, sensor)``; a 1-D net uses the time size only.
 """
 
+from collections.abc import Sequence
 from typing import Literal, get_args
 
 from einops import rearrange
 from torch import Tensor, nn
 
+from lightning_gan.nets.attention import add_attention
 from lightning_gan.nets.blocks import (
     Activation,
     BlockSpec,
@@ -34,6 +36,7 @@ from lightning_gan.nets.conditioning import (
 from lightning_gan.nets.generator import ConvGenerator
 from lightning_gan.nets.layers import NormKind, check_img_shape, init_dcgan_weights_
 from lightning_gan.nets.minibatch import MinibatchKind
+from lightning_gan.nets.residual import Resampling
 from lightning_gan.validation import require, require_int
 
 Conv = Literal["2d", "1d"]
@@ -44,7 +47,7 @@ MAX_STAGES = 4
 MIN_START = 4  # time steps of the first (generator) or last (discriminator) map
 
 
-def _check_kernel(name: str, kernel: tuple[int, int]) -> tuple[int, int]:
+def check_kernel(name: str, kernel: tuple[int, int]) -> tuple[int, int]:
     kernel = tuple(kernel)
     require(
         len(kernel) == 2 and all(isinstance(k, int) and k >= 1 for k in kernel),
@@ -55,7 +58,7 @@ def _check_kernel(name: str, kernel: tuple[int, int]) -> tuple[int, int]:
     return kernel  # type: ignore[return-value]
 
 
-def _check_signal_shape(img_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+def check_signal_shape(img_shape: tuple[int, int, int]) -> tuple[int, int, int]:
     shape = check_img_shape(img_shape)
     require(shape[0] == 1, "img_shape", img_shape, "a signal is a 1-channel image (1, sensors, time)")
     return shape
@@ -99,7 +102,17 @@ def _pad(kernel: int) -> tuple[int, int]:
     return before, kernel - 1 - before
 
 
-class _Signal:
+def to_windows(x: Tensor, conv: Conv) -> Tensor:
+    """A net's output maps as windows (N, 1, S, T): a 1-D net's (N, S, T) get their channel axis."""
+    return rearrange(x, "n s t -> n 1 s t") if conv == "1d" else x
+
+
+def from_windows(x: Tensor, conv: Conv) -> Tensor:
+    """Windows (N, 1, S, T) as a net of layout ``conv`` reads them: (N, S, T) for a 1-D net."""
+    return rearrange(x, "n 1 s t -> n s t") if conv == "1d" else x
+
+
+class SignalLayout:
     """The two layouts: a (C, S, T) map convolved as an image, or a (C, T) sequence."""
 
     def __init__(self, conv: Conv, kernel: tuple[int, int]) -> None:
@@ -129,6 +142,17 @@ class _Signal:
     def dims(self) -> int:
         return 1 if self.conv == "1d" else 2
 
+    def downsample(self) -> nn.Module:
+        """Halves the time axis only, by averaging."""
+        return nn.AvgPool1d(2) if self.conv == "1d" else nn.AvgPool2d((1, 2))
+
+    def resampling(self, mode: Upsample) -> Resampling:
+        """A ResNet's convs (the layout's kernel; 1x1 in shortcuts) and time resizing."""
+        return Resampling(
+            self.conv_layer(self.kernel, 1), self.conv_layer((1, 1), 1), lambda: self.upsample(mode),
+            self.downsample,
+        )  # fmt: skip
+
 
 class SignalGenerator(ConvGenerator):
     """Generator of (1, S, T) signal windows: z -> Linear to a short map, then x2 time stages -> Tanh.
@@ -148,6 +172,8 @@ class SignalGenerator(ConvGenerator):
         out_kernel: (time, sensor) kernel of the output conv.
         num_stages: x2 stages; by default as many as :func:`signal_stages` allows (4 for T = 128).
         upsample: ``"linear"`` (bilinear for 2-D maps) or ``"nearest"``.
+        attention: Resolutions (time steps of a map) after which a self-attention block sits
+            (:mod:`lightning_gan.nets.attention`): the start map's and every stage's.
         generator_args: The keys every generator takes (``norm``, ``conditioning``, ``embed_dim``,
             ``vbn_reference``, ``extra_blocks`` (here also after the start map) and the block switches), see
             :class:`~lightning_gan.nets.generator.ConvGenerator`.
@@ -174,40 +200,42 @@ class SignalGenerator(ConvGenerator):
         out_kernel: tuple[int, int] = (5, 1),
         num_stages: int | None = None,
         upsample: Upsample = "linear",
+        attention: Sequence[int] = (),
         **generator_args,
     ) -> None:
         check_choice("conv", conv, get_args(Conv))
         super().__init__(latent_dim, num_classes, dims=1 if conv == "1d" else 2, **generator_args)
         require_int("base_channels", base_channels, 1)
         check_choice("upsample", upsample, get_args(Upsample))
-        kernel, out_kernel = _check_kernel("kernel", kernel), _check_kernel("out_kernel", out_kernel)
+        kernel, out_kernel = check_kernel("kernel", kernel), check_kernel("out_kernel", out_kernel)
         spec = self.spec
-        self.img_shape = _check_signal_shape(img_shape)
+        self.img_shape = check_signal_shape(img_shape)
         _, sensors, length = self.img_shape
         n = signal_stages(length, num_stages)
-        layout = _Signal(conv, kernel)
+        layout = SignalLayout(conv, kernel)
         self.conv = conv
         channels = base_channels * 2**n
         same = layout.conv_layer(kernel, 1)
         self.project_to(
             (channels, length // 2**n) if conv == "1d" else (channels, sensors, length // 2**n), same
         )
-        stages = []
+        stages, points = [], {length // 2**n: (self.project_norm, channels)}  # resolution -> (after, C)
         for i in range(n):
             c_out = channels // 2 ** (i + 1)
             up = (layout.upsample(upsample),)
             extra = repeat_blocks(spec, same, c_out, self.extra_blocks)
             stages.append(ConditionalSequential(*block(spec, same, 2 * c_out, c_out, pre=up), *extra))
+            points[length // 2 ** (n - i - 1)] = (stages[-1], c_out)
         self.stages = ConditionalSequential(*stages)
+        add_attention("attention", attention, points)
         out_channels = sensors if conv == "1d" else 1
         out = layout.conv_layer(out_kernel, 1)
         self.output = nn.Sequential(*block(spec, out, base_channels, out_channels, last=nn.Tanh()))
         self.init_weights()
 
-    def to_output(self, x: Tensor) -> Tensor:
+    def to_output(self, x: Tensor, labels: Tensor | None) -> Tensor:
         """The output conv, then windows (N, 1, S, T) in [-1, 1]."""
-        x = self.output(x)
-        return rearrange(x, "n s t -> n 1 s t") if self.conv == "1d" else x
+        return to_windows(self.output(x), self.conv)
 
 
 class SignalDiscriminator(ConditionalDiscriminator):
@@ -232,6 +260,7 @@ class SignalDiscriminator(ConditionalDiscriminator):
         extra_blocks: Stride-1 conv blocks added to every stage (depth).
         norm_groups, activation, activation_slope: The block switches
             (:class:`~lightning_gan.nets.blocks.BlockSpec`); D's activation is LeakyReLU(0.2) by default.
+        attention: Resolutions (time steps of a map) after which a self-attention block sits: any stage's.
 
     Example:
         >>> import torch
@@ -260,23 +289,28 @@ class SignalDiscriminator(ConditionalDiscriminator):
         norm_groups: int = 8,
         activation: Activation = "leakyrelu",
         activation_slope: float = 0.2,
+        attention: Sequence[int] = (),
     ) -> None:
         super().__init__()
         require_int("num_classes", num_classes, 0)
         require_int("base_channels", base_channels, 1)
         check_choice("conv", conv, get_args(Conv))
         check_choice("norm", norm, get_args(NormKind))
-        kernel = _check_kernel("kernel", kernel)
-        self.img_shape = _check_signal_shape(img_shape)
+        kernel = check_kernel("kernel", kernel)
+        self.img_shape = check_signal_shape(img_shape)
         _, sensors, length = self.img_shape
         n = signal_stages(length, num_stages)
-        layout = _Signal(conv, kernel)
+        layout = SignalLayout(conv, kernel)
         self.conv = conv
         label_channels = self.init_label_input(num_classes, label_input)
         spec = BlockSpec(norm, norm_groups, activation, activation_slope, layout.dims)
         weight, same = layout.conv_layer(kernel, 2), layout.conv_layer(kernel, 1)
         c_first = (sensors if conv == "1d" else 1) + label_channels
         self.stages = downsampling_stages(spec, weight, same, c_first, base_channels, n, extra_blocks)
+        points = {
+            length // 2 ** (i + 1): (stage, base_channels * 2**i) for i, stage in enumerate(self.stages)
+        }
+        add_attention("attention", attention, points)
         rows = 1 if conv == "1d" else sensors
         self.init_heads(
             base_channels * 2 ** (n - 1) * rows * (length // 2**n),
@@ -287,4 +321,4 @@ class SignalDiscriminator(ConditionalDiscriminator):
 
     def to_input(self, x: Tensor) -> Tensor:
         """(N, 1, S, T) windows; a 1-D net reads them as (N, S, T)."""
-        return rearrange(x, "n 1 s t -> n s t") if self.conv == "1d" else x
+        return from_windows(x, self.conv)
