@@ -18,6 +18,7 @@ from lightning_gan.nets.blocks import BlockNoise, SamplingDropout
 from lightning_gan.nets.conditioning import ConditionalBatchNorm, LabelMaps, ProjectionHead
 from lightning_gan.nets.layers import apply_spectral_norm
 from lightning_gan.nets.residual import ResBlock
+from lightning_gan.nets.residual import depth as residual_depth
 from lightning_gan.nets.vbn import VirtualBatchNorm
 
 IMAGES = [(1, 28, 28), (3, 32, 32), (3, 64, 64)]
@@ -110,18 +111,10 @@ def test_the_shortcut_resizes_and_convolves_only_where_the_block_does():
     assert kinds == [["Conv2d"], ["AvgPool2d"], ["Conv2d", "AvgPool2d"], ["Conv2d", "AvgPool2d"]]
 
 
-def _depth(net: nn.Module) -> int:
-    """Weight layers on the main path, as the notes count "gres18" and "dres7": no shortcut or class head."""
-    return sum(
-        isinstance(m, WEIGHTS) and "shortcut" not in name and not name.startswith("classifier")
-        for name, m in net.named_modules()
-    )
-
-
 @pytest.mark.parametrize(("blocks", "depth"), [(1, 10), (2, 18), ([1, 2, 3, 1], 2 + 2 * 7)])
 def test_g_blocks_per_stage_set_its_depth(blocks, depth):
     g = SignalResNetGenerator(16, (1, 6, 128), 6, base_channels=4, blocks=blocks)
-    assert len(g.stages) == 4 and _depth(g) == depth
+    assert len(g.stages) == 4 and residual_depth(g) == depth
 
 
 def test_signal_nets_resize_time_only_with_either_layout():

@@ -12,9 +12,8 @@ import torch
 
 from lightning_gan.cli import run
 from lightning_gan.nets import ResNetDiscriminator, ResNetGenerator, SelfAttention
-from lightning_gan.nets.residual import ResBlock
+from lightning_gan.nets.residual import ResBlock, depth
 from tests.conftest import REPO, generator_state, whole_and_resumed
-from tests.test_resnet import _depth
 
 QUIET = [
     "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.callbacks=[]",
@@ -56,6 +55,10 @@ def test_the_resnet_config_trains_as_shipped_unconditional_or_conditional(tmp_pa
     assert cli.trainer.global_step == 2 and finite_losses(cli)
     d = cli.model.discriminator
     assert (d.projection is not None) == (conditioning == "cgan")  # the config's label_input: projection
+    # SNGAN's D as the config says, not the DCGAN D's kernel 4 and LeakyReLU that jsonargparse carries over
+    kernels = {m.kernel_size for m in d.modules() if isinstance(m, torch.nn.Conv2d)}
+    assert kernels == {(3, 3), (1, 1)} and any(isinstance(m, torch.nn.ReLU) for m in d.modules())
+    assert not any(isinstance(m, torch.nn.LeakyReLU) for m in d.modules())
     assert any("parametrizations" in name for name, _ in d.named_parameters())  # spectral norm in D
 
 
@@ -68,7 +71,7 @@ def test_the_har_config_is_the_notes_18_layer_g_against_a_7_layer_d(tmp_path):
         "--data.batch_size=16", *TINY_NETS, *QUIET,
     ])  # fmt: skip
     g, d = cli.model.generator, cli.model.discriminator
-    assert (_depth(g), _depth(d)) == (18, 7)
+    assert (depth(g), depth(d)) == (18, 7)
     assert all(isinstance(b, ResBlock) for stage in [*g.stages, *d.stages] for b in stage)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in d.modules())
     assert cli.model.hparams.loss == "wasserstein" and cli.model.hparams.spectral_norm

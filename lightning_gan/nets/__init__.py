@@ -5,13 +5,13 @@ from lightning_gan.nets.conditioning import (
     ConditionalBatchNorm,
     ConditionalBatchNorm1d,
     ConditionalBatchNorm2d,
-    ConditionalDiscriminator,
     ConditionalSequential,
     LabelMaps,
     LatentConditioning,
     ProjectionHead,
 )
 from lightning_gan.nets.dcgan import DCGANDiscriminator, DCGANGenerator
+from lightning_gan.nets.discriminator import ConditionalDiscriminator
 from lightning_gan.nets.layers import DOut, apply_spectral_norm, has_batchnorm
 from lightning_gan.nets.mlp import MLPDiscriminator, MLPGenerator
 from lightning_gan.nets.resnet_gan import (

@@ -9,8 +9,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lightning_gan.nets.layers import DOut
-from lightning_gan.nets.minibatch import make_minibatch_layer
 from lightning_gan.validation import require, require_int
 
 LatentMode = Literal["concat", "multiply"]
@@ -204,68 +202,3 @@ class ProjectionHead(nn.Module):
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
         """Score features (N, F) against labels (N,); returns (N,)."""
         return (self.embed(labels) * features).sum(dim=1)
-
-
-class ConditionalDiscriminator(nn.Module):
-    """What every conv discriminator shares around its own ``stages``: the label input, the real/fake head,
-    the projection term and the class head, and ``forward`` returning :class:`DOut`.
-
-    A subclass calls :meth:`init_label_input` before building ``self.stages`` (it says how many label
-    channels the first conv gets), then :meth:`init_heads` with the size of the flattened stage output, and
-    may override :meth:`to_input` to reshape its input first.
-    """
-
-    num_classes: int
-    stages: nn.Module
-
-    def init_label_input(self, num_classes: int, label_input: str) -> int:
-        """Set up how labels enter (``"concat"``: one-hot maps; ``"projection"``: a head term); returns the
-        number of label channels appended to the input (K for concat, else 0)."""
-        allowed = ("concat", "projection")
-        require(label_input in allowed, "label_input", label_input, f"choose one of {', '.join(allowed)}")
-        self.num_classes = num_classes
-        self.label_input = label_input
-        # None unless used, so an unconditional D keeps its parameter names and init RNG stream.
-        concat = num_classes > 0 and label_input == "concat"
-        self.label_maps = LabelMaps(num_classes) if concat else None
-        return num_classes if concat else 0
-
-    def init_heads(self, num_features: int, class_head: int, minibatch: tuple = ("none",)) -> None:
-        """Build the minibatch layer (``minibatch``: the arguments of :func:`make_minibatch_layer` after the
-        features' size), the real/fake head, the projection term (when labels enter by projection) and a class
-        head of ``class_head`` logits (0 for none) on ``num_features``-d features."""
-        require_int("class_head", class_head, 0)
-        self.minibatch, num_features = make_minibatch_layer(minibatch[0], num_features, *minibatch[1:])
-        self.num_features = num_features
-        self.head = nn.Linear(num_features, 1)
-        projection = self.num_classes > 0 and self.label_input == "projection"
-        self.projection = ProjectionHead(num_features, self.num_classes) if projection else None
-        self.classifier = nn.Linear(num_features, class_head) if class_head > 0 else None
-
-    def to_input(self, x: Tensor) -> Tensor:
-        """What the stages take, from D's input; the identity unless a subclass reshapes."""
-        return x
-
-    def to_features(self, maps: Tensor) -> Tensor:
-        """D's features (N, F) from its last stage's maps; flattened unless a subclass pools."""
-        return maps.flatten(1)
-
-    def feature_blocks(self) -> list[nn.Module]:
-        """D's blocks in order (its stages), which ``--model.feature_layer`` indexes."""
-        return list(self.stages)
-
-    def forward(self, x: Tensor, labels: Tensor | None = None) -> DOut:
-        """Score x (N, C, H, W) given labels (N,) (int64; needed iff ``num_classes > 0``, else ignored)."""
-        if self.num_classes > 0:
-            labels = require_labels(labels, self.num_classes)
-        x = self.to_input(x)
-        if self.label_maps is not None:
-            x = self.label_maps(x, labels)  # K more channels
-        features = self.to_features(self.stages(x))  # (N, F)
-        if self.minibatch is not None:
-            features = self.minibatch(features)  # (N, F + batch statistics)
-        logits = self.head(features).squeeze(1)  # (N,)
-        if self.projection is not None:
-            logits = logits + self.projection(features, labels)
-        class_logits = self.classifier(features) if self.classifier is not None else None  # (N, K)
-        return DOut(logits=logits, class_logits=class_logits, features=features)

@@ -7,8 +7,6 @@ from torch import nn
 
 from lightning_gan.nets.attention import add_attention
 from lightning_gan.nets.blocks import (
-    Activation,
-    BlockSpec,
     block,
     check_choice,
     conv2d,
@@ -16,17 +14,13 @@ from lightning_gan.nets.blocks import (
     downsampling_stages,
     repeat_blocks,
 )
-from lightning_gan.nets.conditioning import (
-    ConditionalDiscriminator,
-    ConditionalSequential,
-)
+from lightning_gan.nets.conditioning import ConditionalSequential
+from lightning_gan.nets.discriminator import ConditionalDiscriminator
 from lightning_gan.nets.generator import ConvGenerator
-from lightning_gan.nets.layers import NormKind, check_img_shape, init_dcgan_weights_
-from lightning_gan.nets.minibatch import MinibatchKind
+from lightning_gan.nets.layers import check_img_shape, init_dcgan_weights_
 from lightning_gan.validation import require_int
 
 Upsample = Literal["transposed", "nearest", "bilinear"]
-LabelInput = Literal["concat", "projection"]
 
 
 def image_stages(img_shape: tuple[int, int, int]) -> int:
@@ -138,21 +132,13 @@ class DCGANDiscriminator(ConditionalDiscriminator):
     Args:
         img_shape: Input shape (C, H, W).
         num_classes: Number of classes K whose label D takes as input (CGAN); 0 for none.
-        class_head: Size of an extra class-logit head on the features (ACGAN's auxiliary classifier,
-            the semi-supervised GAN's K classes); 0 for none, giving ``class_logits=None``.
         base_channels: Channels of the first conv.
-        norm: Norm after every conv but the first. Use ``"none"``/``"layer"``/``"instance"`` with a
-            gradient penalty, which assumes each sample's score depends only on that sample.
-        label_input: How labels enter when ``num_classes > 0``: ``"concat"``: one-hot maps appended to the
-            image (``LabelMaps``); ``"projection"``: a ``ProjectionHead`` term added to the logits.
-        minibatch: ``none``, ``stddev`` (minibatch standard deviation, Karras et al. 2018) or
-            ``discrimination`` (Salimans et al. 2016, sec. 3.2): batch statistics appended to the features.
-        minibatch_kernels, minibatch_kernel_dim: B and C of minibatch discrimination.
         kernel: Kernel of every conv (padding keeps the x2 downsampling).
         extra_blocks: Stride-1 conv blocks added to every stage (depth).
-        norm_groups, activation, activation_slope: The block switches
-            (:class:`~lightning_gan.nets.blocks.BlockSpec`); D's activation is LeakyReLU(0.2) by default.
         attention: Resolutions (map widths) after which a self-attention block sits: any stage's output.
+        discriminator_args: The keys every D takes (``class_head``, ``norm`` after every conv but the
+            first, ``label_input``, ``minibatch`` and its sizes, the block switches), see
+            :class:`~lightning_gan.nets.discriminator.ConditionalDiscriminator`.
 
     Example:
         >>> import torch
@@ -170,39 +156,23 @@ class DCGANDiscriminator(ConditionalDiscriminator):
         img_shape: tuple[int, int, int],
         num_classes: int = 0,
         *,
-        class_head: int = 0,
         base_channels: int = 64,
-        norm: NormKind = "batch",
-        label_input: LabelInput = "concat",
-        minibatch: MinibatchKind = "none",
-        minibatch_kernels: int = 50,
-        minibatch_kernel_dim: int = 5,
         kernel: int = 4,
         extra_blocks: int = 0,
-        norm_groups: int = 8,
-        activation: Activation = "leakyrelu",
-        activation_slope: float = 0.2,
         attention: Sequence[int] = (),
+        **discriminator_args,
     ) -> None:
-        super().__init__()
-        require_int("num_classes", num_classes, 0)
+        super().__init__(num_classes, **discriminator_args)
         require_int("base_channels", base_channels, 1)
         require_int("kernel", kernel, 1)
-        check_choice("norm", norm, get_args(NormKind))
         self.img_shape = check_img_shape(img_shape)
         c, h, w = self.img_shape
         n = image_stages(self.img_shape)
-        label_channels = self.init_label_input(num_classes, label_input)
-        spec = BlockSpec(norm, norm_groups, activation, activation_slope)
         weight, same = conv2d(kernel, 2), conv2d(kernel, 1)
         self.stages = downsampling_stages(
-            spec, weight, same, c + label_channels, base_channels, n, extra_blocks
+            self.spec, weight, same, c + self.label_channels, base_channels, n, extra_blocks
         )
         points = {w // 2 ** (i + 1): (stage, base_channels * 2**i) for i, stage in enumerate(self.stages)}
         add_attention("attention", attention, points)
-        self.init_heads(
-            base_channels * 2 ** (n - 1) * (h // 2**n) * (w // 2**n),
-            class_head,
-            (minibatch, minibatch_kernels, minibatch_kernel_dim),
-        )
+        self.init_heads(base_channels * 2 ** (n - 1) * (h // 2**n) * (w // 2**n))
         init_dcgan_weights_(self)  # leaves the embeddings of ProjectionHead as it initialised them

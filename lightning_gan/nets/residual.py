@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from lightning_gan.nets.attention import add_attention
+from lightning_gan.nets.attention import SelfAttention, add_attention
 from lightning_gan.nets.blocks import BlockSpec, WeightLayer, block
-from lightning_gan.nets.conditioning import ConditionalDiscriminator, ConditionalSequential
+from lightning_gan.nets.conditioning import ConditionalSequential
+from lightning_gan.nets.discriminator import ConditionalDiscriminator
 from lightning_gan.nets.generator import ConvGenerator
 from lightning_gan.nets.layers import init_xavier_weights_
 from lightning_gan.validation import is_int, require
@@ -96,6 +97,23 @@ def down_block(
     return ResBlock(residual, _shortcut(geo.down() if downsample else None, conv, conv_first=not first))
 
 
+def depth(net: nn.Module) -> int:
+    """A net's weight layers on its main path, as the notes count "gres18" and ResNet-18 counts its 18: every
+    conv and Linear but those of shortcuts, self-attention, class heads and minibatch layers.
+
+    Example:
+        >>> from lightning_gan.nets import SignalResNetDiscriminator
+        >>> depth(SignalResNetDiscriminator((1, 6, 128), 6, class_head=6, num_stages=3))
+        7
+    """
+    aside = [m for m in net.modules() if isinstance(m, SelfAttention)]
+    aside += [getattr(net, name, None) for name in ("classifier", "minibatch")]
+    aside += [m.shortcut for m in net.modules() if isinstance(m, ResBlock)]
+    skip = {id(m) for a in aside if a is not None for m in a.modules()}
+    weights = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+    return sum(isinstance(m, weights) and id(m) not in skip for m in net.modules())
+
+
 def stage_blocks(blocks: int | Sequence[int], stages: int, what: str) -> list[int]:
     """The residual blocks of each of ``stages`` stages: ``blocks`` if it is a list (one entry per stage),
     else ``blocks`` at every stage. ``what`` says where the stage count comes from, for the error."""
@@ -158,22 +176,15 @@ class ResNetGeneratorBase(ConvGenerator):
 class ResNetDiscriminatorBase(ConditionalDiscriminator):
     """What the image and signal ResNet discriminators share: stages of :func:`down_block` (channels
     doubling from ``base_channels``) -> activation -> sum over positions (SNGAN's global sum pooling) ->
-    the heads of :class:`~lightning_gan.nets.conditioning.ConditionalDiscriminator`."""
+    the heads of :class:`~lightning_gan.nets.discriminator.ConditionalDiscriminator`."""
 
     def build(
-        self,
-        spec: BlockSpec,
-        geo: Resampling,
-        c_in: int,
-        base_channels: int,
-        blocks: list[int],
-        resolution: int,
+        self, geo: Resampling, c_in: int, base_channels: int, blocks: list[int], resolution: int,
         attention: Sequence[int],
-        heads: tuple[int, tuple],
-    ) -> None:
+    ) -> None:  # fmt: skip
         """Build the net from ``c_in`` input channels (labels' maps included) and ``resolution`` (the
-        input's last size); ``heads`` is (class_head, the minibatch layer's arguments)."""
-        self.spec = spec
+        input's last size)."""
+        spec = self.spec
         stages, points, size = [], {}, resolution  # attention points: resolution -> (after, C)
         for i, count in enumerate(blocks):
             c_out, size = base_channels * 2**i, size // 2
@@ -187,7 +198,7 @@ class ResNetDiscriminatorBase(ConditionalDiscriminator):
         self.stages = nn.Sequential(*stages)
         self.final_activation = spec.activation_layer()
         add_attention("attention", attention, points)
-        self.init_heads(c_in, *heads)
+        self.init_heads(c_in)
         init_xavier_weights_(self)
 
     def to_features(self, maps: Tensor) -> Tensor:

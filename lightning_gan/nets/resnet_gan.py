@@ -11,18 +11,17 @@ from typing import Literal, get_args
 
 from torch import Tensor, nn
 
-from lightning_gan.nets.blocks import Activation, BlockSpec, check_choice, conv2d
-from lightning_gan.nets.dcgan import LabelInput, image_stages
+from lightning_gan.nets.blocks import Activation, check_choice, conv2d
+from lightning_gan.nets.dcgan import image_stages
 from lightning_gan.nets.layers import NormKind, check_img_shape
-from lightning_gan.nets.minibatch import MinibatchKind
 from lightning_gan.nets.residual import Resampling, ResNetDiscriminatorBase, ResNetGeneratorBase, stage_blocks
 from lightning_gan.nets.signal import (
     Conv,
+    SignalInput,
     SignalLayout,
     Upsample,
     check_kernel,
     check_signal_shape,
-    from_windows,
     signal_stages,
     to_windows,
 )
@@ -98,17 +97,16 @@ class ResNetDiscriminator(ResNetDiscriminatorBase):
     Args:
         img_shape: Input shape (C, H, W).
         num_classes: Number of classes K whose label D takes as input (CGAN); 0 for none.
-        class_head: Size of an extra class-logit head (ACGAN, semi-supervised GAN); 0 for none.
         base_channels: Channels of the first stage.
         blocks: Residual blocks per stage (n stages as the DCGAN nets): one count or a list of n.
         kernel: Kernel of the blocks' convs.
         norm: Norm before each conv but the first; ``"none"`` by default, as SNGAN's D (use it with
             ``--model.spectral_norm true``).
-        label_input: ``"concat"`` (one-hot maps appended to the image) or ``"projection"``.
-        minibatch, minibatch_kernels, minibatch_kernel_dim: As
-            :class:`~lightning_gan.nets.DCGANDiscriminator`.
-        norm_groups, activation, activation_slope: The block switches; ReLU by default, as SNGAN's D.
+        activation: The blocks' activation; ReLU by default, as SNGAN's D.
         attention: Resolutions (map widths) after which a self-attention block sits: any stage's output.
+        discriminator_args: The keys every D takes (``class_head``, ``label_input``, ``minibatch`` and its
+            sizes, ``norm_groups``, ``activation_slope``), see
+            :class:`~lightning_gan.nets.discriminator.ConditionalDiscriminator`.
 
     Example:
         >>> import torch
@@ -123,33 +121,22 @@ class ResNetDiscriminator(ResNetDiscriminatorBase):
         img_shape: tuple[int, int, int],
         num_classes: int = 0,
         *,
-        class_head: int = 0,
         base_channels: int = 64,
         blocks: int | list[int] = 1,
         kernel: int = 3,
         norm: NormKind = "none",
-        label_input: LabelInput = "concat",
-        minibatch: MinibatchKind = "none",
-        minibatch_kernels: int = 50,
-        minibatch_kernel_dim: int = 5,
-        norm_groups: int = 8,
         activation: Activation = "relu",
-        activation_slope: float = 0.2,
         attention: Sequence[int] = (),
+        **discriminator_args,
     ) -> None:
-        super().__init__()
-        require_int("num_classes", num_classes, 0)
+        super().__init__(num_classes, norm=norm, activation=activation, **discriminator_args)
         require_int("base_channels", base_channels, 1)
-        check_choice("norm", norm, get_args(NormKind))
         self.img_shape = check_img_shape(img_shape)
         c, h, w = self.img_shape
         n = image_stages(self.img_shape)
         blocks = stage_blocks(blocks, n, f"a {h}x{w} image down to {h // 2**n}x{w // 2**n}")
-        label_channels = self.init_label_input(num_classes, label_input)
-        spec = BlockSpec(norm, norm_groups, activation, activation_slope)
-        heads = (class_head, (minibatch, minibatch_kernels, minibatch_kernel_dim))
         geo = _image_resampling(kernel)
-        self.build(spec, geo, c + label_channels, base_channels, blocks, w, attention, heads)
+        self.build(geo, c + self.label_channels, base_channels, blocks, w, attention)
 
 
 class SignalResNetGenerator(ResNetGeneratorBase):
@@ -217,14 +204,13 @@ class SignalResNetGenerator(ResNetGeneratorBase):
         return to_windows(super().to_output(x, labels), self.conv)
 
 
-class SignalResNetDiscriminator(ResNetDiscriminatorBase):
+class SignalResNetDiscriminator(SignalInput, ResNetDiscriminatorBase):
     """ResNet discriminator of (1, S, T) signal windows: stages of residual blocks, the last of each halving
     time, channels doubling from ``base_channels`` -> activation -> global sum pooling -> Linear score.
 
     Args:
         img_shape: Input shape (1, S, T).
         num_classes: Number of classes K whose label D takes as input (CGAN); 0 for none.
-        class_head: Size of an extra class-logit head (ACGAN, semi-supervised GAN); 0 for none.
         conv: ``"2d"`` (the window as an image) or ``"1d"`` (Conv1d over the S channels).
         base_channels: Channels of the first stage.
         blocks: Residual blocks per stage: one count or a list of n. The notes' 7-layer D is 3 stages of
@@ -232,11 +218,10 @@ class SignalResNetDiscriminator(ResNetDiscriminatorBase):
         kernel: (time, sensor) kernel of the blocks' convs.
         num_stages: /2 stages; by default as many as :func:`~lightning_gan.nets.signal.signal_stages` allows.
         norm: Norm before each conv but the first; ``"none"`` by default, as SNGAN's D.
-        label_input: ``"concat"`` or ``"projection"``.
-        minibatch, minibatch_kernels, minibatch_kernel_dim: As
-            :class:`~lightning_gan.nets.SignalDiscriminator`.
-        norm_groups, activation, activation_slope: The block switches; ReLU by default, as SNGAN's D.
+        activation: The blocks' activation; ReLU by default, as SNGAN's D.
         attention: Resolutions (time steps of a map) after which a self-attention block sits.
+        discriminator_args: The keys every D takes, see
+            :class:`~lightning_gan.nets.discriminator.ConditionalDiscriminator`.
 
     Example:
         >>> import torch
@@ -251,38 +236,21 @@ class SignalResNetDiscriminator(ResNetDiscriminatorBase):
         img_shape: tuple[int, int, int],
         num_classes: int = 0,
         *,
-        class_head: int = 0,
         conv: Conv = "2d",
         base_channels: int = 32,
         blocks: int | list[int] = 1,
         kernel: tuple[int, int] = (5, 2),
         num_stages: int | None = None,
         norm: NormKind = "none",
-        label_input: LabelInput = "concat",
-        minibatch: MinibatchKind = "none",
-        minibatch_kernels: int = 50,
-        minibatch_kernel_dim: int = 5,
-        norm_groups: int = 8,
         activation: Activation = "relu",
-        activation_slope: float = 0.2,
         attention: Sequence[int] = (),
+        **discriminator_args,
     ) -> None:
-        super().__init__()
-        require_int("num_classes", num_classes, 0)
-        require_int("base_channels", base_channels, 1)
         check_choice("conv", conv, get_args(Conv))
-        check_choice("norm", norm, get_args(NormKind))
-        layout = SignalLayout(conv, check_kernel("kernel", kernel))
-        self.img_shape = check_signal_shape(img_shape)
-        _, sensors, length = self.img_shape
-        n = signal_stages(length, num_stages)
+        dims = 1 if conv == "1d" else 2
+        super().__init__(num_classes, dims=dims, norm=norm, activation=activation, **discriminator_args)
+        require_int("base_channels", base_channels, 1)
+        layout, length, n = self.init_signal(img_shape, conv, kernel, num_stages)
         blocks = stage_blocks(blocks, n, f"a window of {length} steps (num_stages)")
-        self.conv = conv
-        c_in = (sensors if conv == "1d" else 1) + self.init_label_input(num_classes, label_input)
-        spec = BlockSpec(norm, norm_groups, activation, activation_slope, layout.dims)
-        heads = (class_head, (minibatch, minibatch_kernels, minibatch_kernel_dim))
-        self.build(spec, layout.resampling("linear"), c_in, base_channels, blocks, length, attention, heads)
-
-    def to_input(self, x: Tensor) -> Tensor:
-        """(N, 1, S, T) windows; a 1-D net reads them as (N, S, T)."""
-        return from_windows(x, self.conv)
+        c_in = self.in_channels + self.label_channels
+        self.build(layout.resampling("linear"), c_in, base_channels, blocks, length, attention)

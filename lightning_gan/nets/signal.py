@@ -21,27 +21,21 @@ from torch import Tensor, nn
 
 from lightning_gan.nets.attention import add_attention
 from lightning_gan.nets.blocks import (
-    Activation,
-    BlockSpec,
     WeightLayer,
     block,
     check_choice,
     downsampling_stages,
     repeat_blocks,
 )
-from lightning_gan.nets.conditioning import (
-    ConditionalDiscriminator,
-    ConditionalSequential,
-)
+from lightning_gan.nets.conditioning import ConditionalSequential
+from lightning_gan.nets.discriminator import ConditionalDiscriminator
 from lightning_gan.nets.generator import ConvGenerator
-from lightning_gan.nets.layers import NormKind, check_img_shape, init_dcgan_weights_
-from lightning_gan.nets.minibatch import MinibatchKind
+from lightning_gan.nets.layers import check_img_shape, init_dcgan_weights_
 from lightning_gan.nets.residual import Resampling
 from lightning_gan.validation import require, require_int
 
 Conv = Literal["2d", "1d"]
 Upsample = Literal["linear", "nearest"]
-LabelInput = Literal["concat", "projection"]
 
 MAX_STAGES = 4
 MIN_START = 4  # time steps of the first (generator) or last (discriminator) map
@@ -238,7 +232,30 @@ class SignalGenerator(ConvGenerator):
         return to_windows(self.output(x), self.conv)
 
 
-class SignalDiscriminator(ConditionalDiscriminator):
+class SignalInput:
+    """What the signal discriminators share: their input windows' shape, layout and stages, and reading the
+    windows as the layout does (mixed into a ``ConditionalDiscriminator``)."""
+
+    conv: Conv
+
+    def init_signal(
+        self, img_shape: tuple[int, int, int], conv: Conv, kernel: tuple[int, int], num_stages: int | None
+    ) -> tuple[SignalLayout, int, int]:
+        """Checks and keeps the windows' shape (``self.img_shape``), ``self.conv`` and ``self.in_channels``
+        (S for a 1-D net, else 1); returns the layout, the time length T and the number of stages."""
+        layout = SignalLayout(conv, check_kernel("kernel", kernel))
+        self.img_shape = check_signal_shape(img_shape)
+        _, sensors, length = self.img_shape
+        self.conv = conv
+        self.in_channels = sensors if conv == "1d" else 1
+        return layout, length, signal_stages(length, num_stages)
+
+    def to_input(self, x: Tensor) -> Tensor:
+        """(N, 1, S, T) windows; a 1-D net reads them as (N, S, T)."""
+        return from_windows(x, self.conv)
+
+
+class SignalDiscriminator(SignalInput, ConditionalDiscriminator):
     """Discriminator of (1, S, T) signal windows: strided convs along time -> flatten -> Linear score.
 
     Each stage is a conv with stride 2 in time (sensor rows keep their size), norm (except after the first,
@@ -247,20 +264,15 @@ class SignalDiscriminator(ConditionalDiscriminator):
     Args:
         img_shape: Input shape (1, S, T).
         num_classes: Number of classes K whose label D takes as input (CGAN); 0 for none.
-        class_head: Size of an extra class-logit head (ACGAN, semi-supervised GAN); 0 for none.
         conv: ``"2d"`` (the window as an image) or ``"1d"`` (Conv1d over the S channels).
         base_channels: Channels of the first conv.
         kernel: (time, sensor) kernel of every stage.
         num_stages: Stride-2 stages; by default as many as :func:`signal_stages` allows.
-        norm: Norm after every conv but the first; not ``"batch"`` with a gradient penalty.
-        label_input: ``"concat"`` (one-hot maps appended to the input) or ``"projection"``.
-        minibatch: ``none``, ``stddev`` (minibatch standard deviation, Karras et al. 2018) or
-            ``discrimination`` (Salimans et al. 2016, sec. 3.2): batch statistics appended to the features.
-        minibatch_kernels, minibatch_kernel_dim: B and C of minibatch discrimination.
         extra_blocks: Stride-1 conv blocks added to every stage (depth).
-        norm_groups, activation, activation_slope: The block switches
-            (:class:`~lightning_gan.nets.blocks.BlockSpec`); D's activation is LeakyReLU(0.2) by default.
         attention: Resolutions (time steps of a map) after which a self-attention block sits: any stage's.
+        discriminator_args: The keys every D takes (``class_head``, ``norm`` after every conv but the
+            first, not ``"batch"`` with a gradient penalty; ``label_input``, ``minibatch`` and its sizes, the
+            block switches), see :class:`~lightning_gan.nets.discriminator.ConditionalDiscriminator`.
 
     Example:
         >>> import torch
@@ -275,50 +287,25 @@ class SignalDiscriminator(ConditionalDiscriminator):
         img_shape: tuple[int, int, int],
         num_classes: int = 0,
         *,
-        class_head: int = 0,
         conv: Conv = "2d",
         base_channels: int = 32,
         kernel: tuple[int, int] = (5, 2),
         num_stages: int | None = None,
-        norm: NormKind = "batch",
-        label_input: LabelInput = "concat",
-        minibatch: MinibatchKind = "none",
-        minibatch_kernels: int = 50,
-        minibatch_kernel_dim: int = 5,
         extra_blocks: int = 0,
-        norm_groups: int = 8,
-        activation: Activation = "leakyrelu",
-        activation_slope: float = 0.2,
         attention: Sequence[int] = (),
+        **discriminator_args,
     ) -> None:
-        super().__init__()
-        require_int("num_classes", num_classes, 0)
-        require_int("base_channels", base_channels, 1)
         check_choice("conv", conv, get_args(Conv))
-        check_choice("norm", norm, get_args(NormKind))
-        kernel = check_kernel("kernel", kernel)
-        self.img_shape = check_signal_shape(img_shape)
-        _, sensors, length = self.img_shape
-        n = signal_stages(length, num_stages)
-        layout = SignalLayout(conv, kernel)
-        self.conv = conv
-        label_channels = self.init_label_input(num_classes, label_input)
-        spec = BlockSpec(norm, norm_groups, activation, activation_slope, layout.dims)
-        weight, same = layout.conv_layer(kernel, 2), layout.conv_layer(kernel, 1)
-        c_first = (sensors if conv == "1d" else 1) + label_channels
-        self.stages = downsampling_stages(spec, weight, same, c_first, base_channels, n, extra_blocks)
+        super().__init__(num_classes, dims=1 if conv == "1d" else 2, **discriminator_args)
+        require_int("base_channels", base_channels, 1)
+        layout, length, n = self.init_signal(img_shape, conv, kernel, num_stages)
+        weight, same = layout.conv_layer(layout.kernel, 2), layout.conv_layer(layout.kernel, 1)
+        c_first = self.in_channels + self.label_channels
+        self.stages = downsampling_stages(self.spec, weight, same, c_first, base_channels, n, extra_blocks)
         points = {
             length // 2 ** (i + 1): (stage, base_channels * 2**i) for i, stage in enumerate(self.stages)
         }
         add_attention("attention", attention, points)
-        rows = 1 if conv == "1d" else sensors
-        self.init_heads(
-            base_channels * 2 ** (n - 1) * rows * (length // 2**n),
-            class_head,
-            (minibatch, minibatch_kernels, minibatch_kernel_dim),
-        )
+        rows = 1 if conv == "1d" else self.img_shape[1]
+        self.init_heads(base_channels * 2 ** (n - 1) * rows * (length // 2**n))
         init_dcgan_weights_(self)
-
-    def to_input(self, x: Tensor) -> Tensor:
-        """(N, 1, S, T) windows; a 1-D net reads them as (N, S, T)."""
-        return from_windows(x, self.conv)
