@@ -17,12 +17,9 @@ from lightning_gan.nets.layers import NormKind, check_img_shape
 from lightning_gan.nets.residual import Resampling, ResNetDiscriminatorBase, ResNetGeneratorBase, stage_blocks
 from lightning_gan.nets.signal import (
     Conv,
-    SignalInput,
-    SignalLayout,
+    SignalNet,
     Upsample,
     check_kernel,
-    check_signal_shape,
-    signal_stages,
     to_windows,
 )
 from lightning_gan.validation import require_int
@@ -139,7 +136,7 @@ class ResNetDiscriminator(ResNetDiscriminatorBase):
         self.build(geo, c + self.label_channels, base_channels, blocks, w, attention)
 
 
-class SignalResNetGenerator(ResNetGeneratorBase):
+class SignalResNetGenerator(SignalNet, ResNetGeneratorBase):
     """ResNet generator of (1, S, T) signal windows: z -> Linear to a short map -> stages of residual blocks,
     each doubling time -> norm, activation, output conv, Tanh. The sensor rows keep their size throughout
     (see :mod:`lightning_gan.nets.signal` for the two layouts and the (time, sensor) kernels).
@@ -187,24 +184,19 @@ class SignalResNetGenerator(ResNetGeneratorBase):
         super().__init__(latent_dim, num_classes, dims=1 if conv == "1d" else 2, **generator_args)
         require_int("base_channels", base_channels, 1)
         check_choice("upsample", upsample, get_args(Upsample))
-        kernel, out_kernel = check_kernel("kernel", kernel), check_kernel("out_kernel", out_kernel)
-        self.img_shape = check_signal_shape(img_shape)
-        _, sensors, length = self.img_shape
-        n = signal_stages(length, num_stages)
+        out_kernel = check_kernel("out_kernel", out_kernel)
+        layout, length, n = self.init_signal(img_shape, conv, kernel, num_stages)
         blocks = stage_blocks(blocks, n, f"a window of {length} steps (num_stages)")
-        self.conv = conv
-        channels = base_channels * 2 ** (n - 1)
-        start = (channels, length // 2**n) if conv == "1d" else (channels, sensors, length // 2**n)
-        layout = SignalLayout(conv, kernel)
-        out_channels, output = sensors if conv == "1d" else 1, layout.conv_layer(out_kernel, 1)
-        self.build(layout.resampling(upsample), start, blocks, out_channels, attention, output)
+        start = self.map_shape(base_channels * 2 ** (n - 1), length // 2**n)
+        output = layout.conv_layer(out_kernel, 1)
+        self.build(layout.resampling(upsample), start, blocks, self.window_channels, attention, output)
 
     def to_output(self, x: Tensor, labels: Tensor | None) -> Tensor:
         """The output block, then windows (N, 1, S, T) in [-1, 1]."""
         return to_windows(super().to_output(x, labels), self.conv)
 
 
-class SignalResNetDiscriminator(SignalInput, ResNetDiscriminatorBase):
+class SignalResNetDiscriminator(SignalNet, ResNetDiscriminatorBase):
     """ResNet discriminator of (1, S, T) signal windows: stages of residual blocks, the last of each halving
     time, channels doubling from ``base_channels`` -> activation -> global sum pooling -> Linear score.
 
@@ -252,5 +244,5 @@ class SignalResNetDiscriminator(SignalInput, ResNetDiscriminatorBase):
         require_int("base_channels", base_channels, 1)
         layout, length, n = self.init_signal(img_shape, conv, kernel, num_stages)
         blocks = stage_blocks(blocks, n, f"a window of {length} steps (num_stages)")
-        c_in = self.in_channels + self.label_channels
+        c_in = self.window_channels + self.label_channels
         self.build(layout.resampling("linear"), c_in, base_channels, blocks, length, attention)

@@ -148,7 +148,36 @@ class SignalLayout:
         )  # fmt: skip
 
 
-class SignalGenerator(ConvGenerator):
+class SignalNet:
+    """What the signal generators and discriminators share: the windows' shape, layout and stages, and
+    reading the windows as the layout does (mixed into a ``ConvGenerator`` or a
+    ``ConditionalDiscriminator``)."""
+
+    conv: Conv
+
+    def init_signal(
+        self, img_shape: tuple[int, int, int], conv: Conv, kernel: tuple[int, int], num_stages: int | None
+    ) -> tuple[SignalLayout, int, int]:
+        """Checks and keeps the windows' shape (``self.img_shape``), ``self.conv`` and
+        ``self.window_channels`` (a window's channels in the layout: S for a 1-D net, else 1); returns the
+        layout, the time length T and the number of stages."""
+        layout = SignalLayout(conv, check_kernel("kernel", kernel))
+        self.img_shape = check_signal_shape(img_shape)
+        _, sensors, length = self.img_shape
+        self.conv = conv
+        self.window_channels = sensors if conv == "1d" else 1
+        return layout, length, signal_stages(length, num_stages)
+
+    def map_shape(self, channels: int, length: int) -> tuple[int, ...]:
+        """The shape of a map of ``channels`` and ``length`` time steps: (C, t), or (C, S, t) for 2-D."""
+        return (channels, length) if self.conv == "1d" else (channels, self.img_shape[1], length)
+
+    def to_input(self, x: Tensor) -> Tensor:
+        """(N, 1, S, T) windows; a 1-D net reads them as (N, S, T)."""
+        return from_windows(x, self.conv)
+
+
+class SignalGenerator(SignalNet, ConvGenerator):
     """Generator of (1, S, T) signal windows: z -> Linear to a short map, then x2 time stages -> Tanh.
 
     Each stage upsamples time by 2 (``upsample``, then a conv, as the notes preferred to transposed
@@ -201,18 +230,11 @@ class SignalGenerator(ConvGenerator):
         super().__init__(latent_dim, num_classes, dims=1 if conv == "1d" else 2, **generator_args)
         require_int("base_channels", base_channels, 1)
         check_choice("upsample", upsample, get_args(Upsample))
-        kernel, out_kernel = check_kernel("kernel", kernel), check_kernel("out_kernel", out_kernel)
-        spec = self.spec
-        self.img_shape = check_signal_shape(img_shape)
-        _, sensors, length = self.img_shape
-        n = signal_stages(length, num_stages)
-        layout = SignalLayout(conv, kernel)
-        self.conv = conv
-        channels = base_channels * 2**n
-        same = layout.conv_layer(kernel, 1)
-        self.project_to(
-            (channels, length // 2**n) if conv == "1d" else (channels, sensors, length // 2**n), same
-        )
+        out_kernel = check_kernel("out_kernel", out_kernel)
+        layout, length, n = self.init_signal(img_shape, conv, kernel, num_stages)
+        spec, channels = self.spec, base_channels * 2**n
+        same = layout.conv_layer(layout.kernel, 1)
+        self.project_to(self.map_shape(channels, length // 2**n), same)
         stages, points = [], {length // 2**n: (self.project_norm, channels)}  # resolution -> (after, C)
         for i in range(n):
             c_out = channels // 2 ** (i + 1)
@@ -222,9 +244,8 @@ class SignalGenerator(ConvGenerator):
             points[length // 2 ** (n - i - 1)] = (stages[-1], c_out)
         self.stages = ConditionalSequential(*stages)
         add_attention("attention", attention, points)
-        out_channels = sensors if conv == "1d" else 1
         out = layout.conv_layer(out_kernel, 1)
-        self.output = nn.Sequential(*block(spec, out, base_channels, out_channels, last=nn.Tanh()))
+        self.output = nn.Sequential(*block(spec, out, base_channels, self.window_channels, last=nn.Tanh()))
         self.init_weights()
 
     def to_output(self, x: Tensor, labels: Tensor | None) -> Tensor:
@@ -232,30 +253,7 @@ class SignalGenerator(ConvGenerator):
         return to_windows(self.output(x), self.conv)
 
 
-class SignalInput:
-    """What the signal discriminators share: their input windows' shape, layout and stages, and reading the
-    windows as the layout does (mixed into a ``ConditionalDiscriminator``)."""
-
-    conv: Conv
-
-    def init_signal(
-        self, img_shape: tuple[int, int, int], conv: Conv, kernel: tuple[int, int], num_stages: int | None
-    ) -> tuple[SignalLayout, int, int]:
-        """Checks and keeps the windows' shape (``self.img_shape``), ``self.conv`` and ``self.in_channels``
-        (S for a 1-D net, else 1); returns the layout, the time length T and the number of stages."""
-        layout = SignalLayout(conv, check_kernel("kernel", kernel))
-        self.img_shape = check_signal_shape(img_shape)
-        _, sensors, length = self.img_shape
-        self.conv = conv
-        self.in_channels = sensors if conv == "1d" else 1
-        return layout, length, signal_stages(length, num_stages)
-
-    def to_input(self, x: Tensor) -> Tensor:
-        """(N, 1, S, T) windows; a 1-D net reads them as (N, S, T)."""
-        return from_windows(x, self.conv)
-
-
-class SignalDiscriminator(SignalInput, ConditionalDiscriminator):
+class SignalDiscriminator(SignalNet, ConditionalDiscriminator):
     """Discriminator of (1, S, T) signal windows: strided convs along time -> flatten -> Linear score.
 
     Each stage is a conv with stride 2 in time (sensor rows keep their size), norm (except after the first,
@@ -300,7 +298,7 @@ class SignalDiscriminator(SignalInput, ConditionalDiscriminator):
         require_int("base_channels", base_channels, 1)
         layout, length, n = self.init_signal(img_shape, conv, kernel, num_stages)
         weight, same = layout.conv_layer(layout.kernel, 2), layout.conv_layer(layout.kernel, 1)
-        c_first = self.in_channels + self.label_channels
+        c_first = self.window_channels + self.label_channels
         self.stages = downsampling_stages(self.spec, weight, same, c_first, base_channels, n, extra_blocks)
         points = {
             length // 2 ** (i + 1): (stage, base_channels * 2**i) for i, stage in enumerate(self.stages)
