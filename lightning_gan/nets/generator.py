@@ -1,6 +1,7 @@
-"""What the DCGAN and signal generators share (issue 17): the keys every generator takes (norm, the label's
-way in, the block switches), z's projection to the start map, and a forward that adds and removes the
-virtual batch norm's reference batch. A backbone builds its stages from ``ConvGenerator.spec`` in between."""
+"""What the DCGAN, ResNet and signal generators share (issues 17, 18): the keys every generator takes (norm,
+the label's way in, the block switches), z's projection to the start map, and a forward that adds and
+removes the virtual batch norm's reference batch. A backbone builds its stages from ``ConvGenerator.spec``
+in between."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ Conditioning = Literal["concat", "multiply", "cbn"]
 
 
 class ConvGenerator(nn.Module):
-    """The base of the DCGAN and signal generators: z (and a label) -> Linear to a start map -> the
+    """The base of the DCGAN, ResNet and signal generators: z (and a label) -> Linear to a start map -> the
     backbone's stages (``self.stages``, after ``self.project_norm``) -> :meth:`to_output`.
 
     Args:
