@@ -86,7 +86,7 @@ def main() -> None:
         base = statistics.median(times[next(iter(times))])
         for name, (g_params, d_params, layers) in shapes.items():
             step = statistics.median(times[name])
-            print(f"{name:<30} {g_params:>10,} {d_params:>10,} {layers:>9} {step:>9.3f} {step / base:>6.2f}")
+            print(f"{name:<30} {g_params:>10,} {d_params:>10,} {layers:>9} {step:>9.3f} {step / base:>8.2f}")
 
 
 if __name__ == "__main__":
