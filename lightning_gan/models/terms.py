@@ -8,8 +8,9 @@ are the pure functions of :mod:`lightning_gan.regularizers`.
 How a feature layer of D is named (``feature_layer``): ``"penultimate"`` is the flattened input of D's
 real/fake head (``DOut.features``), which every discriminator returns; an integer K is the output of D's K-th
 block (0 is the first; negative counts from the end, so -1 is the last block, the penultimate features before
-flattening). D's blocks are what its ``feature_blocks()`` lists: the conv stages of the DCGAN and signal
-discriminators, the hidden layers (Linear, LeakyReLU, Dropout) of the MLP one.
+flattening, or before a ResNet D's sum over positions). D's blocks are what its ``feature_blocks()`` lists:
+the conv stages of the DCGAN, signal and ResNet discriminators, the hidden layers (Linear, LeakyReLU,
+Dropout) of the MLP one.
 """
 
 from __future__ import annotations
