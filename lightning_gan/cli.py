@@ -95,6 +95,11 @@ class GANCLI(LightningCLI):
             )
         logger = trainer.logger
         wandb = isinstance(logger, Namespace) and logger.class_path.endswith("WandbLogger")
+        folder_logger = (
+            isinstance(logger, Namespace) and logger.class_path.rsplit(".", 1)[-1] in FOLDER_LOGGERS
+        )
+        if folder_logger and logger.init_args.get("save_dir") is None:
+            logger.init_args.save_dir = str(root)
         last = None
         if wandb and config.get("ckpt_path") is None and os.environ.get("WANDB_RUN_ID"):
             # A sweep agent's trial started again with the same run id (a requeued SLURM job, W&B's own
@@ -120,10 +125,12 @@ class GANCLI(LightningCLI):
             # The run's config.yaml stays as it was; each resume records its own config beside it.
             resumes = len(list(run_dir.glob("config_resume_*.yaml")))
             self.save_config_kwargs["config_filename"] = f"config_resume_{resumes + 1}.yaml"
-            if isinstance(logger, Namespace) and logger.class_path.rsplit(".", 1)[-1] in FOLDER_LOGGERS:
+            if folder_logger:
                 logger.init_args.save_dir = str(run_dir.parent.parent)
                 logger.init_args.name = run_dir.parent.name
                 logger.init_args.version = run_dir.name
+                if "purge_step" in logger.init_args:  # TensorBoard drops the events the run logs again
+                    logger.init_args.purge_step = self._resumed_step + 1
         if wandb:
             trainer.enable_autolog_hparams = False  # ConfigToLoggers logs every setting, as its flag
             self._prepare_wandb(logger.init_args, root, last)

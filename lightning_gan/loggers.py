@@ -1,5 +1,5 @@
-"""A CSV logger that keeps a run's metrics when the run resumes into its own folder, and the resolved config
-in every other logger's hyperparameters."""
+"""A CSV and a TensorBoard logger that keep a run's metrics when the run resumes into its own folder, and the
+resolved config in every other logger's hyperparameters (and, for TensorBoard, as text)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from jsonargparse import Namespace
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
@@ -56,6 +57,23 @@ class CSVLogger(LightningCSVLogger):
         return self._experiment
 
 
+class TensorBoardLogger(LightningTensorBoardLogger):
+    """Lightning's TensorBoardLogger with the run's folder as its default place: ``save_dir`` None is
+    ``--trainer.default_root_dir`` (the CLI fills it in, as for the CSV file) and runs are kept in
+    ``<save_dir>/tensorboard/version_N``, apart from the CSV logger's. Needs ``pip install
+    'lightning-gan[tensorboard]'``.
+
+    Args:
+        save_dir: Where the runs' folders go; None: the run's default root dir.
+        name: The folder under ``save_dir`` that holds the versions.
+        kwargs: Lightning's TensorBoardLogger keys and those of torch's ``SummaryWriter`` (``purge_step``:
+            the CLI sets it on ``--ckpt_path last``, so the events of steps after the checkpoint go).
+    """
+
+    def __init__(self, save_dir: str | None = None, name: str = "tensorboard", **kwargs: Any) -> None:
+        super().__init__("." if save_dir is None else save_dir, name, **kwargs)
+
+
 def flat_config(config: Namespace | dict[str, Any]) -> dict[str, Any]:
     """The resolved config as flat dotted keys spelt like the CLI flags that set them: ``model.lr_d``,
     ``data.batch_size``, ``trainer.max_steps``, ``seed_everything``; the class of ``model`` and ``data`` under
@@ -95,3 +113,7 @@ class ConfigToLoggers(SaveConfigCallback):
         for logger in trainer.loggers:
             if not isinstance(logger, LightningCSVLogger):
                 logger.log_hyperparams(flat)
+            if isinstance(logger, LightningTensorBoardLogger):  # the config.yaml of the run, in its TEXT tab
+                text = self.parser.dump(self.config, skip_none=False)
+                block = "\n".join("    " + line for line in text.splitlines())  # markdown code block
+                logger.experiment.add_text("config", block, global_step=trainer.global_step)
