@@ -81,3 +81,9 @@ def add_attention(key: str, resolutions: Sequence[int], points: dict[int, tuple[
     for r in resolutions:
         sequential, channels = points[r]
         sequential.append(SelfAttention(channels))
+
+
+def halving_points(stages: nn.Sequential, size: int, channels: int) -> dict[int, tuple[nn.Sequential, int]]:
+    """The attention points of a discriminator whose stage i outputs maps ``size / 2^(i+1)`` wide with
+    ``channels * 2^i`` channels (the DCGAN, signal and ResNet Ds), for :func:`add_attention`."""
+    return {size // 2 ** (i + 1): (stage, channels * 2**i) for i, stage in enumerate(stages)}

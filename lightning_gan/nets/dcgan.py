@@ -5,7 +5,7 @@ from typing import Literal, get_args
 
 from torch import nn
 
-from lightning_gan.nets.attention import add_attention
+from lightning_gan.nets.attention import add_attention, halving_points
 from lightning_gan.nets.blocks import (
     block,
     check_choice,
@@ -172,7 +172,6 @@ class DCGANDiscriminator(ConditionalDiscriminator):
         self.stages = downsampling_stages(
             self.spec, weight, same, c + self.label_channels, base_channels, n, extra_blocks
         )
-        points = {w // 2 ** (i + 1): (stage, base_channels * 2**i) for i, stage in enumerate(self.stages)}
-        add_attention("attention", attention, points)
+        add_attention("attention", attention, halving_points(self.stages, w, base_channels))
         self.init_heads(base_channels * 2 ** (n - 1) * (h // 2**n) * (w // 2**n))
         init_dcgan_weights_(self)  # leaves the embeddings of ProjectionHead as it initialised them

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from lightning_gan.nets.attention import SelfAttention, add_attention
+from lightning_gan.nets.attention import SelfAttention, add_attention, halving_points
 from lightning_gan.nets.blocks import BlockSpec, WeightLayer, block
 from lightning_gan.nets.conditioning import ConditionalSequential
 from lightning_gan.nets.discriminator import ConditionalDiscriminator
@@ -185,19 +185,18 @@ class ResNetDiscriminatorBase(ConditionalDiscriminator):
         """Build the net from ``c_in`` input channels (labels' maps included) and ``resolution`` (the
         input's last size)."""
         spec = self.spec
-        stages, points, size = [], {}, resolution  # attention points: resolution -> (after, C)
+        stages = []
         for i, count in enumerate(blocks):
-            c_out, size = base_channels * 2**i, size // 2
+            c_out = base_channels * 2**i
             resblocks = [
                 down_block(spec, geo, c_in if j == 0 else c_out, c_out, j == count - 1, i == j == 0)
                 for j in range(count)
             ]
             stages.append(nn.Sequential(*resblocks))
-            points[size] = (stages[-1], c_out)
             c_in = c_out
         self.stages = nn.Sequential(*stages)
         self.final_activation = spec.activation_layer()
-        add_attention("attention", attention, points)
+        add_attention("attention", attention, halving_points(self.stages, resolution, base_channels))
         self.init_heads(c_in)
         init_xavier_weights_(self)
 

@@ -19,7 +19,7 @@ from typing import Literal, get_args
 from einops import rearrange
 from torch import Tensor, nn
 
-from lightning_gan.nets.attention import add_attention
+from lightning_gan.nets.attention import add_attention, halving_points
 from lightning_gan.nets.blocks import (
     WeightLayer,
     block,
@@ -300,10 +300,7 @@ class SignalDiscriminator(SignalNet, ConditionalDiscriminator):
         weight, same = layout.conv_layer(layout.kernel, 2), layout.conv_layer(layout.kernel, 1)
         c_first = self.window_channels + self.label_channels
         self.stages = downsampling_stages(self.spec, weight, same, c_first, base_channels, n, extra_blocks)
-        points = {
-            length // 2 ** (i + 1): (stage, base_channels * 2**i) for i, stage in enumerate(self.stages)
-        }
-        add_attention("attention", attention, points)
+        add_attention("attention", attention, halving_points(self.stages, length, base_channels))
         rows = 1 if conv == "1d" else self.img_shape[1]
         self.init_heads(base_channels * 2 ** (n - 1) * rows * (length // 2**n))
         init_dcgan_weights_(self)
