@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from lightning_gan.latent import LatentKind, check_latent
 from lightning_gan.losses import AdvLoss, clip_weights_, get_loss
-from lightning_gan.models.lifecycle import GANLifecycle, OptimizerName
+from lightning_gan.models.lifecycle import GANLifecycle, OptimizerName, record_python_hparams
 from lightning_gan.models.objectives import GANObjectives
 from lightning_gan.models.sampling import GANSampling
 from lightning_gan.models.terms import FeatureLayer, LossTerms
@@ -164,6 +164,9 @@ class GAN(GANSampling, GANObjectives, GANLifecycle):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        record_python_hparams(
+            self.hparams, type(self), ("generator", "discriminator", "scheduler_g", "scheduler_d")
+        )
         self.automatic_optimization = False
 
         require(

@@ -5,8 +5,9 @@ statistics), and checks of the assembled run."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from typing import Literal
+import functools
+from collections.abc import MutableMapping, Sequence
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.strategies import DDPStrategy
@@ -27,6 +28,36 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "radam": torch.optim.RAdam,
     "rmsprop": torch.optim.RMSprop,
 }
+
+
+def as_class_config(value: Any) -> Any:
+    """A class, or a ``functools.partial`` of one with keywords only, as jsonargparse writes it
+    (``{"class_path": ..., "init_args": {...}}``); anything else unchanged.
+
+    Example:
+        >>> as_class_config(functools.partial(torch.optim.lr_scheduler.StepLR, step_size=5))
+        {'class_path': 'torch.optim.lr_scheduler.StepLR', 'init_args': {'step_size': 5}}
+    """
+    func, keywords = (value.func, value.keywords) if isinstance(value, functools.partial) else (value, {})
+    if not isinstance(func, type) or (isinstance(value, functools.partial) and value.args):
+        return value
+    return {"class_path": f"{func.__module__}.{func.__qualname__}", "init_args": dict(keywords)}
+
+
+def record_python_hparams(hparams: MutableMapping[str, Any], cls: type, keys: Sequence[str]) -> None:
+    """Makes the hyperparameters of a module built in Python (not by LightningCLI) load as the CLI's do.
+
+    LightningCLI records classes as class paths, and the module's own class path with Lightning's
+    instantiator, so a checkpoint loads with ``torch.load(weights_only=True)`` (``load_gan``,
+    ``MixedDataModule``) and rebuilds the preset through jsonargparse. A module built in Python records the
+    class objects themselves, which a weights-only load refuses: this writes them in the CLI's form.
+    """
+    if "_instantiator" in hparams:  # built by LightningCLI: already in that form
+        return
+    for key in keys:
+        hparams[key] = as_class_config(hparams[key])
+    hparams["_class_path"] = f"{cls.__module__}.{cls.__qualname__}"
+    hparams["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
 
 
 def make_optimizer(
