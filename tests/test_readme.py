@@ -295,7 +295,7 @@ def block_params(path: Path) -> list:
 def test_readme_block_runs_as_written(block: Block, tmp_path):
     kind, reason = read_marker(block)
     if kind in ("not run", "not a command"):
-        pytest.skip(f"README.md:{block.line}: {kind} {reason}".strip())
+        pytest.skip(f"README.md:{block.line}: {kind}" + (f" ({reason})" if reason else ""))
     steps = plan(block)
     for key, module in OPTIONAL.items():
         if key in "\n".join(block.lines) and importlib.util.find_spec(module) is None:
