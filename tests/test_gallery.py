@@ -32,3 +32,11 @@ def test_the_gallery_writes_its_figures_and_reuses_finished_runs(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "dcgan: reusing" in again.stdout and "cdcgan: reusing" in again.stdout
     assert (tmp_path / "docs" / "curves.png").is_file()
+
+
+def test_the_readme_opens_with_the_committed_figures():
+    readme = (REPO / "README.md").read_text()
+    opening = readme[: readme.index("GANs in PyTorch Lightning")]
+    for name in FIGURES:
+        assert f"](docs/{name})" in opening
+        assert Image.open(REPO / "docs" / name).size[0] > 300
