@@ -85,10 +85,10 @@ def signal_grid(
         >>> signal_grid(torch.randn(12, 1, 6, 128), nrow=4, row_names=["a", "b", "c"]).shape[-1]
         3
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on a cluster node
-    import matplotlib.pyplot as plt
+    # A figure of its own, drawn by Agg, outside pyplot: no display needed (a cluster node), and the
+    # caller's backend (a notebook's inline one) is left as it was
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     values = signals.detach().float().cpu()
     if values.ndim == 4:
@@ -104,7 +104,8 @@ def signal_grid(
     legend_columns = max(1, min(s, int(width // 1.1)))
     top = 0.4 + 0.2 * math.ceil(s / legend_columns)  # inches for the title, then the legend's lines below it
     height = 1.1 * rows + top + 0.1
-    fig, axes = plt.subplots(rows, nrow, figsize=(width, height), sharex=True, sharey=True, squeeze=False)
+    fig = Figure(figsize=(width, height))
+    axes = fig.subplots(rows, nrow, sharex=True, sharey=True, squeeze=False)
     low, high = float(values.min()), float(values.max())
     margin = 0.05 * (high - low or 1.0)
     for i, ax in enumerate(axes.flat):
@@ -138,10 +139,9 @@ def signal_grid(
     fig.subplots_adjust(
         left=label / width, right=0.99, bottom=0.1 / height, top=1 - top / height, hspace=0.08, wspace=0.04
     )
-    fig.canvas.draw()
-    picture = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return picture
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def sample_picture(

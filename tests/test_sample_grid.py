@@ -78,3 +78,23 @@ def test_make_grid_tiles_and_scales_to_uint8():
     assert grid[1, 1].tolist() == [0, 0, 0] and grid[1, 5].tolist() == [255, 255, 255]
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         make_grid(torch.zeros(2, 2, 4, 4))
+
+
+def test_pictures_leave_the_callers_matplotlib_backend_alone(tmp_path):
+    """A notebook's inline backend must survive a sample grid of signals or the loss curves drawn at the end
+    of a fit: they used to switch matplotlib to Agg, after which the notebook showed no figure."""
+    import matplotlib
+
+    from lightning_gan.callbacks import LossCurves
+    from lightning_gan.images import signal_grid
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # stands for the caller's own backend
+    try:
+        assert signal_grid(torch.randn(4, 1, 6, 128)).ndim == 3
+        curves = LossCurves()
+        curves.steps, curves.values = [1, 2], {"loss/d": [1.0, 0.5], "loss/g": [0.7, 0.9]}
+        assert curves.plot(tmp_path / "curves.png").is_file()
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)

@@ -42,17 +42,16 @@ class LossCurves(Callback):
 
     def plot(self, path: Path, metrics: GANMetrics | None = None) -> Path:
         """Draws losses (first panel) and each metric (one panel each) against generator steps."""
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only: no display on a cluster node
-        import matplotlib.pyplot as plt
+        # outside pyplot: no display needed, and the caller's backend (a notebook's) is left as it was
+        from matplotlib.figure import Figure
 
         history = metrics.history if metrics is not None else []
         metric_names = [k for k in (history[0] if history else {}) if k != "step"]
         panels = 1 + len(metric_names)
         cols = min(panels, 3)
         rows = math.ceil(panels / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows), squeeze=False)
+        fig = Figure(figsize=(5 * cols, 3.2 * rows))
+        axes = fig.subplots(rows, cols, squeeze=False)
         ax = axes.flat[0]
         for key in self.keys:
             ax.plot(self.steps, self.values[key], label=key, linewidth=0.8)
@@ -66,7 +65,6 @@ class LossCurves(Callback):
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         return path
 
     def state_dict(self) -> dict[str, Any]:
