@@ -272,3 +272,18 @@ def test_metrics_appear_only_in_the_rows_of_the_steps_evaluated(tmp_path, judge_
     assert sorted(int(float(r["step"])) for r in rows if r.get("metrics/fid")) == [2, 4]
     assert sorted({int(float(r["step"])) for r in rows if r.get("loss/g")}) == [1, 2, 3, 4, 5]
     assert float(trainer.callback_metrics["metrics/fid"]) == metrics.history[-1]["fid"]
+
+
+def test_the_data_modules_judge_scores_other_data(tmp_path, judge_path):
+    """``--data.judge``: a judge for one's own data, without editing GANMetrics in a trainer config."""
+    from lightning_gan.data import ArrayDataModule
+
+    path = tmp_path / "data.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, images=rng.integers(0, 256, (160, 1, 28, 28), dtype=np.uint8), labels=np.arange(160) % 10)
+    metrics = GANMetrics(every_n_steps=1, num_samples=64, kid_subsets=2)
+    trainer = Trainer(max_steps=1, logger=False, callbacks=[metrics], enable_checkpointing=False)
+    trainer.fit(frozen_gan(), ArrayDataModule(str(path), batch_size=16, judge=str(judge_path)))
+    assert metrics.history and metrics.history[0]["fid"] > 0
+    with pytest.raises(FileNotFoundError, match=r"data\.judge="):
+        ArrayDataModule(str(path), judge=str(tmp_path / "missing.ckpt"))

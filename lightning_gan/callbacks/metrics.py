@@ -52,8 +52,8 @@ class GANMetrics(Callback):
         every_n_steps: Generator steps between evaluations.
         num_samples: Generated images per evaluation.
         judge: Path of a classifier checkpoint (from ``lightning-gan fit --config
-            configs/classifier_digits.yaml``). When None on the bundled digits, one is trained on first use
-            and cached.
+            configs/classifier_digits.yaml``). When None, the data module's ``judge`` (``--data.judge``); when
+            that is None too, on the bundled digits one is trained on first use and cached.
         inception_weights: Path of local FID InceptionV3 weights; FID/KID then use its 2048-d features and
             IS its unbiased logits.
         is_splits: Splits of the Inception score.
@@ -113,10 +113,15 @@ class GANMetrics(Callback):
     def _judge(self, trainer: Trainer) -> nn.Module:
         from lightning_gan.metrics.judge import cached_digits_judge, load_judge
 
-        if self.judge_path is not None:
-            return load_judge(self.judge_path)
+        path = self._judge_path(trainer)
+        if path is not None:
+            return load_judge(path)
         # setup() made sure that the data are the bundled digits
         return cached_digits_judge(trainer.datamodule, self.judge_cache_dir, strategy=trainer.strategy)
+
+    def _judge_path(self, trainer: Trainer) -> str | None:
+        """Its own judge, else the data module's (``--data.judge``), else None (the built-in digits judge)."""
+        return self.judge_path or getattr(trainer.datamodule, "judge", None)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit" and trainer.is_global_zero:
@@ -128,13 +133,13 @@ class GANMetrics(Callback):
         # so a short run (or a test) never trains one.
         if (
             stage == "fit"
-            and self.judge_path is None
+            and self._judge_path(trainer) is None
             and not isinstance(trainer.datamodule, DigitsDataModule)
         ):
             raise ValueError(
                 "GANMetrics.judge=None is not allowed: there is no built-in judge outside the digits; "
                 "train one on your data with `lightning-gan fit --config configs/classifier_digits.yaml "
-                "--data ...` and pass its checkpoint as GANMetrics' judge"
+                "--data ...` and pass its checkpoint as --data.judge (or GANMetrics' judge)"
             )
 
     def _score_nets(self, judge: nn.Module) -> tuple[nn.Module, nn.Module]:

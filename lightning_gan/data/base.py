@@ -2,6 +2,7 @@
 
 import warnings
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -91,6 +92,9 @@ class GANDataModule(LightningDataModule, ABC):
         train_per_class: Keep only this many training images of each class (chosen by ``seed``) and drop
             the rest: a small labelled set, as in the augmentation experiment. Validation and test are
             unchanged.
+        judge: Checkpoint of a classifier of these data (``lightning-gan fit --config
+            configs/classifier_digits.yaml --data ...``): what ``GANMetrics`` scores samples with when it is
+            given no judge of its own. Needed for metrics on any data but the bundled digits.
     """
 
     def __init__(
@@ -103,9 +107,12 @@ class GANDataModule(LightningDataModule, ABC):
         image_size: int | None = None,
         num_labelled: int | None = None,
         train_per_class: int | None = None,
+        judge: str | None = None,
     ) -> None:
         super().__init__()
         require_int("data.batch_size", batch_size, 1)
+        if judge is not None and not Path(judge).is_file():
+            raise FileNotFoundError(f"data.judge={judge!r}: no such checkpoint file")
         require_int("data.num_workers", num_workers, 0)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"data.seed={seed!r} is not allowed: must be an integer")
@@ -128,6 +135,7 @@ class GANDataModule(LightningDataModule, ABC):
         self.image_size = image_size
         self.num_labelled = num_labelled
         self.train_per_class = train_per_class
+        self.judge = judge
 
         images, labels, class_names = self.load_data()
         hashes = sample_hashes(images)  # before resizing: the same samples hash alike at any image_size

@@ -260,6 +260,7 @@ class HARDataModule(GANDataModule):
             training; None keeps all.
         train_per_class: Keep only this many training windows per class (a small labelled set, as in the
             notes' experiment); validation and test stay the same. None keeps all.
+        judge: Checkpoint of a HAR classifier (``configs/classifier_har.yaml``) for ``GANMetrics``.
 
     Example:
         >>> dm = HARDataModule(batch_size=64)  # doctest: +SKIP
@@ -275,6 +276,7 @@ class HARDataModule(GANDataModule):
         val_subjects: int = 3,
         num_labelled: int | None = None,
         train_per_class: int | None = None,
+        judge: str | None = None,
     ) -> None:
         windows, labels, subjects = har_windows()
         pool = np.array(sorted(set(np.unique(subjects).tolist()) - set(TEST_SUBJECTS)))  # the 21 others
@@ -301,6 +303,7 @@ class HARDataModule(GANDataModule):
             image_size=None,
             num_labelled=num_labelled,
             train_per_class=train_per_class,
+            judge=judge,
         )
         self.val_dataset = TensorDataset(images[val], labels_t[val])
         self.test_dataset = TensorDataset(images[test], labels_t[test])
