@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from matplotlib.figure import Figure  # drawn and saved by Agg, outside pyplot: no display needed
 
 from lightning_gan.cli import run
 from lightning_gan.generate import load_gan
@@ -90,51 +91,37 @@ def running_mean(values: list[float], window: int) -> list[float]:
 
 def real_and_generated(panels: list[tuple[str, object]], path: Path) -> Path:
     """Pictures side by side in rows of two, each with its title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = math.ceil(len(panels) / 2)
-    fig, axes = plt.subplots(rows, 2, figsize=(12, 6 * rows), squeeze=False)
+    fig = Figure(figsize=(12, 6 * rows))
+    axes = fig.subplots(rows, 2, squeeze=False)
     for ax, (title, picture) in zip(axes.flat, panels, strict=False):
         ax.imshow(picture, cmap="gray")
         ax.set_title(title)
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
 def per_class(model, class_names: list[str], path: Path, per_row: int = 12) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = torch.arange(len(class_names)).repeat_interleave(per_row)
     images = model.sample(len(labels), labels, generator=torch.Generator().manual_seed(0))
     grid, padding = make_grid(images, nrow=per_row), 2
     tile = images.shape[-2] + 2 * padding
-    fig, ax = plt.subplots(figsize=(per_row * 0.6 + 1, len(class_names) * 0.6 + 0.6))
+    fig = Figure(figsize=(per_row * 0.6 + 1, len(class_names) * 0.6 + 0.6))
+    ax = fig.subplots()
     ax.imshow(grid, cmap="gray")
     ax.set_yticks([tile * (i + 0.5) for i in range(len(class_names))], class_names)
     ax.set_xticks([])
     ax.set_title("CDCGAN: one row per asked class")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
 def curves(runs: dict[str, Path], path: Path, window: int = 50) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (losses, fid) = plt.subplots(1, 2, figsize=(12, 4))
+    fig = Figure(figsize=(12, 4))
+    losses, fid = fig.subplots(1, 2)
     for name, run_root in runs.items():
         logged = history(run_root)
         for key, style in (("loss/d", "-"), ("loss/g", "--")):
@@ -150,7 +137,6 @@ def curves(runs: dict[str, Path], path: Path, window: int = 50) -> Path:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
