@@ -30,7 +30,7 @@ def class_head_accuracy(model, dm: DigitsDataModule, split: str) -> float:
     of training, mostly of generated images)."""
     if hasattr(model, "estimate_d_statistics"):
         model.estimate_d_statistics()
-    images, labels = getattr(dm, f"{split}_dataset").tensors
+    images, labels = dm.real_images(split), dm.split_labels(split)
     model.eval()
     return (model.discriminator(images).class_logits.argmax(1) == labels).double().mean().item()
 

@@ -58,7 +58,7 @@ def real_figures(seed: int = 0) -> dict[str, float]:
         for metric in (fid, kid):
             metric.update(real, real=True)
             metric.update(train, real=False)
-        labels = dm.val_dataset.tensors[1]
+        labels = dm.split_labels("val")
         coverage = ClassCoverage(torch.bincount(labels).double())
         coverage.update(logits(real))
         return {

@@ -187,7 +187,7 @@ def signal_panels(ckpt: Path, per_class_count: int = 3) -> list[tuple[str, objec
     from lightning_gan.data import HARDataModule
 
     har = HARDataModule(seed=0)
-    images, labels = har.val_dataset.tensors
+    images, labels = har.real_images("val"), har.split_labels("val")
     real = torch.cat([images[labels == k][:per_class_count] for k in range(har.num_classes)])
     asked = torch.arange(har.num_classes).repeat_interleave(per_class_count)
     generated = load_gan(ckpt).eval().sample(len(asked), asked, generator=torch.Generator().manual_seed(0))

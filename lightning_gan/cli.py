@@ -1,7 +1,7 @@
-"""The ``lightning-gan`` command: LightningCLI's ``fit``/``validate``/... plus ``generate``.
+"""The ``lightning-gan`` command: LightningCLI's ``fit``/``validate``/... plus ``generate`` and ``convert``.
 
-LightningCLI subcommands must be Trainer methods, so ``generate`` is dispatched here before LightningCLI
-sees the arguments; its own parser is built from :func:`lightning_gan.generate.generate`'s signature.
+LightningCLI subcommands must be Trainer methods, so ``generate`` and ``convert`` are dispatched here before
+LightningCLI sees the arguments; their own parsers are built from their functions' signatures.
 """
 
 from __future__ import annotations
@@ -215,13 +215,18 @@ def run(args: Sequence[str] | None = None) -> GANCLI | None:
 
         generate_cli(argv[1:])
         return None
+    if argv and argv[0] == "convert":
+        from lightning_gan.data.streaming import convert_cli
+
+        convert_cli(argv[1:])
+        return None
     return GANCLI(
         LightningModule,  # any preset, and the judge classifier, by class path
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=None if args is None else argv,
-        parser_kwargs={"description": "Train GANs (fit, ...). Also: lightning-gan generate --help"},
+        parser_kwargs={"description": "Train GANs (fit, ...). Also: lightning-gan generate|convert --help"},
         auto_configure_optimizers=False,
         save_config_callback=ConfigToLoggers,
     )

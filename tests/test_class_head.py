@@ -39,7 +39,7 @@ def test_d_is_evaluated_with_batchnorm_statistics_of_real_training_images(ssgan)
     """Also what every checkpoint holds for D: the export test below reads them from one."""
     cli, _ = ssgan
     model, data = cli.model, cli.datamodule
-    real = data.real_images("train")[: model.BN_IMAGES]
+    real = data.real_images("train", limit=model.BN_IMAGES)
     bn, real_mean = first_batchnorm_input_mean(model.discriminator, real)
     with torch.no_grad():  # as training leaves them: statistics of other (mostly generated) images
         bn.running_mean.fill_(5.0)
@@ -54,7 +54,7 @@ def test_lightning_gan_test_reports_the_class_head_accuracy_on_the_test_split(ss
                   f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks=[]", *TINY])  # fmt: skip
     accuracy = float(tested.trainer.callback_metrics["test/class_acc"])
     classifier = load_discriminator(ckpt)  # the checkpoint's D, with real-image statistics
-    images, labels = tested.datamodule.test_dataset.tensors
+    images, labels = tested.datamodule.real_images("test"), tested.datamodule.split_labels("test")
     with torch.no_grad():
         logits = classifier(images)
     assert logits.shape == (len(images), 10) and not classifier.training

@@ -59,24 +59,24 @@ def fake_trainer(batches_per_step=None, world_size=1, global_rank=0, processed=0
 def test_digits_loads_5000_images_500_per_class():
     dm = DigitsDataModule(batch_size=64)
     images = torch.cat([dm.real_images(split) for split in ("train", "val", "test")])
-    labels = torch.cat([ds.tensors[1] for ds in (dm.train_dataset, dm.val_dataset, dm.test_dataset)])
+    labels = torch.cat([ds.labels for ds in (dm.train_dataset, dm.val_dataset, dm.test_dataset)])
     assert images.shape == (5000, 1, 28, 28) and images.dtype == torch.float32
     assert images.min() == -1 and images.max() == 1
     assert labels.dtype == torch.int64 and torch.bincount(labels).tolist() == [500] * 10
     assert dm.img_shape == (1, 28, 28) and dm.num_classes == 10
     assert dm.class_names == [str(digit) for digit in range(10)]
     image, label = dm.train_dataset[0]
-    assert image.shape == (1, 28, 28) and label.dtype == torch.int64 and label.ndim == 0
+    assert image.shape == (1, 28, 28) and image.dtype == torch.uint8 and isinstance(label, int)
 
 
 def test_split_is_stratified_in_each_split():
     dm = DigitsDataModule(val_fraction=0.1, test_fraction=0.2)
     for dataset, per_class in ((dm.train_dataset, 350), (dm.val_dataset, 50), (dm.test_dataset, 100)):
-        assert torch.bincount(dataset.tensors[1], minlength=10).tolist() == [per_class] * 10
+        assert torch.bincount(dataset.labels, minlength=10).tolist() == [per_class] * 10
     # unequal classes keep their proportions too
     dm = IndexData([0] * 100 + [1] * 200 + [2] * 300, batch_size=8, val_fraction=0.1, test_fraction=0.1)
-    assert torch.bincount(dm.val_dataset.tensors[1]).tolist() == [10, 20, 30]
-    assert torch.bincount(dm.test_dataset.tensors[1]).tolist() == [10, 20, 30]
+    assert torch.bincount(dm.split_labels("val")).tolist() == [10, 20, 30]
+    assert torch.bincount(dm.split_labels("test")).tolist() == [10, 20, 30]
 
 
 def test_split_is_disjoint_and_deterministic_by_seed():
@@ -335,7 +335,7 @@ def test_image_folder_greyscale(tmp_path):
     (tmp_path / "cat" / "notes.txt").write_text("not an image")
     dm = ImageFolderDataModule(str(tmp_path), batch_size=2, val_fraction=0, test_fraction=0)
     assert dm.img_shape == (1, 6, 8) and dm.class_names == ["cat", "dog"] and dm.num_classes == 2
-    images, labels = dm.train_dataset.tensors
+    images, labels = dm.real_images("train"), dm.split_labels("train")
     assert labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert images[labels == 0].eq(-1).all() and images[labels == 1].eq(1).all()
 
@@ -346,7 +346,7 @@ def test_image_folder_rgb_and_resize(tmp_path):
     write_image(tmp_path / "b" / "0.bmp", "RGB", (12, 10), 255)
     write_image(tmp_path / "b" / "1.png", "RGB", (12, 10), 255)
     dm = ImageFolderDataModule(str(tmp_path), batch_size=2, val_fraction=0, test_fraction=0, image_size=16)
-    assert dm.img_shape == (3, 16, 16) and dm.train_dataset.tensors[1].tolist() == [0, 0, 1, 1]
+    assert dm.img_shape == (3, 16, 16) and dm.split_labels("train").tolist() == [0, 0, 1, 1]
     grey = ImageFolderDataModule(
         str(tmp_path), channels=1, batch_size=2, val_fraction=0, test_fraction=0, image_size=8
     )
@@ -392,7 +392,7 @@ def test_array_npz_uint8_without_labels(tmp_path):
     np.savez(tmp_path / "x.npz", images=images)
     dm = ArrayDataModule(str(tmp_path / "x.npz"), batch_size=2, val_fraction=0, test_fraction=0)
     assert dm.img_shape == (1, 6, 5) and dm.num_classes == 0 and dm.class_names == []
-    pixels, labels = dm.train_dataset.tensors
+    pixels, labels = dm.real_images("train"), dm.split_labels("train")
     assert labels.eq(-1).all() and sorted(pixels[:, 0, 0, 0].tolist()) == [-1.0] * 10 + [1.0] * 10
 
 
@@ -401,8 +401,8 @@ def test_array_npz_float_with_labels(tmp_path):
     np.savez(tmp_path / "x.npz", images=images, labels=np.arange(30) % 3)
     dm = ArrayDataModule(str(tmp_path / "x.npz"), batch_size=2, val_fraction=0.2, test_fraction=0)
     assert dm.img_shape == (3, 4, 4) and dm.num_classes == 3 and dm.class_names == ["0", "1", "2"]
-    assert torch.bincount(dm.val_dataset.tensors[1]).tolist() == [2, 2, 2]
-    assert dm.train_dataset.tensors[0].dtype == torch.float32
+    assert torch.bincount(dm.split_labels("val")).tolist() == [2, 2, 2]
+    assert dm.real_images("train").dtype == torch.float32
 
 
 @pytest.mark.parametrize("with_labels", [False, True])
@@ -413,7 +413,7 @@ def test_array_pt(tmp_path, with_labels):
     torch.save(content, tmp_path / "x.pt")
     dm = ArrayDataModule(str(tmp_path / "x.pt"), batch_size=2, val_fraction=0, test_fraction=0)
     assert dm.img_shape == (1, 4, 4) and dm.num_classes == (2 if with_labels else 0)
-    assert torch.equal(dm.train_dataset.tensors[0], content["images"])
+    assert torch.equal(dm.real_images("train"), content["images"])
 
 
 @pytest.mark.parametrize(
@@ -453,23 +453,23 @@ def test_array_errors_name_the_path(tmp_path, name, arrays, message):
 def test_array_file_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "none.npz")) + ".*does not exist"):
         ArrayDataModule(str(tmp_path / "none.npz"))
-    np.save(tmp_path / "x.npy", np.zeros((4, 8, 8), np.uint8))
-    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "x.npy")) + ".*expected .npz or .pt"):
-        ArrayDataModule(str(tmp_path / "x.npy"))
+    (tmp_path / "x.txt").write_text("0 0 0")
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "x.txt")) + ".*expected .npy, .npz or .pt"):
+        ArrayDataModule(str(tmp_path / "x.txt"))
 
 
 def test_num_labelled_keeps_that_many_training_labels_evenly_and_hides_the_rest():
     dm = DigitsDataModule(num_labelled=100, seed=3)
-    labels = dm.train_dataset.tensors[1]
+    labels = dm.split_labels("train")
     known = labels[labels >= 0]
     assert len(known) == 100 and torch.bincount(known, minlength=10).tolist() == [10] * 10
     assert (labels == -1).sum() == len(labels) - 100
     full = DigitsDataModule(seed=3)
-    assert torch.equal(dm.val_dataset.tensors[1], full.val_dataset.tensors[1])  # never hidden
-    assert torch.equal(dm.test_dataset.tensors[1], full.test_dataset.tensors[1])
-    assert torch.equal(dm.train_dataset.tensors[0], full.train_dataset.tensors[0])  # same split, same images
+    assert torch.equal(dm.split_labels("val"), full.split_labels("val"))  # never hidden
+    assert torch.equal(dm.split_labels("test"), full.split_labels("test"))
+    assert torch.equal(dm.real_images("train"), full.real_images("train"))  # same split, same images
     kept = labels >= 0
-    assert torch.equal(labels[kept], full.train_dataset.tensors[1][kept])  # the kept labels are the true ones
+    assert torch.equal(labels[kept], full.split_labels("train")[kept])  # the kept labels are the true ones
     with pytest.raises(ValueError, match=r"data\.num_labelled=5 is not allowed"):
         DigitsDataModule(num_labelled=5)
 
@@ -477,9 +477,9 @@ def test_num_labelled_keeps_that_many_training_labels_evenly_and_hides_the_rest(
 def test_train_per_class_keeps_a_small_labelled_training_set_and_the_same_val_and_test():
     small = DigitsDataModule(train_per_class=100, batch_size=32, seed=2)
     full = DigitsDataModule(seed=2)
-    labels = small.train_dataset.tensors[1]
+    labels = small.split_labels("train")
     assert torch.bincount(labels, minlength=10).tolist() == [100] * 10
-    assert torch.equal(small.val_dataset.tensors[0], full.val_dataset.tensors[0])
-    assert torch.equal(small.test_dataset.tensors[0], full.test_dataset.tensors[0])
-    train_rows = {tuple(x.flatten()[::7].tolist()) for x in full.train_dataset.tensors[0]}
-    assert all(tuple(x.flatten()[::7].tolist()) in train_rows for x in small.train_dataset.tensors[0][:50])
+    assert torch.equal(small.real_images("val"), full.real_images("val"))
+    assert torch.equal(small.real_images("test"), full.real_images("test"))
+    train_rows = {tuple(x.flatten()[::7].tolist()) for x in full.real_images("train")}
+    assert all(tuple(x.flatten()[::7].tolist()) in train_rows for x in small.real_images("train")[:50])

@@ -123,7 +123,7 @@ def test_data_module_shapes_range_and_splits():
     assert len(dm.val_dataset) == int(np.isin(subjects, dm.subjects["val"]).sum())
     assert len(dm.test_dataset) == 2996
     for split in ("train", "val", "test"):
-        images, labels = getattr(dm, f"{split}_dataset").tensors
+        images, labels = dm.real_images(split), dm.split_labels(split)
         assert images.shape[1:] == (1, 6, 128) and images.dtype == torch.float32
         assert images.min() >= -1 and images.max() <= 1
         assert labels.dtype == torch.int64 and set(labels.unique().tolist()) == set(range(6))
@@ -136,7 +136,7 @@ def test_test_split_is_exactly_the_held_out_subjects():
     windows, labels, subjects = har_windows()
     test = np.isin(subjects, TEST_SUBJECTS)
     dm = HARDataModule(batch_size=64)
-    images, test_labels = dm.test_dataset.tensors
+    images, test_labels = dm.real_images("test"), dm.split_labels("test")
     np.testing.assert_array_equal(test_labels.numpy(), labels[test])
     signal = dm.to_signal(images).numpy()
     unclipped = images.squeeze(1).abs().numpy() < 1
@@ -159,7 +159,7 @@ def test_normalisation_uses_training_subjects_only():
 
     dm = HARDataModule(batch_size=64)
     torch.testing.assert_close(dm.channel_mean, torch.from_numpy(mean).float())
-    train_and_val = torch.cat([dm.train_dataset.tensors[0], dm.val_dataset.tensors[0]])
+    train_and_val = torch.cat([dm.real_images("train"), dm.real_images("val")])
     standardised = train_and_val * har.SCALE  # clipping at 4 sd moves the moments only slightly
     assert standardised.mean(dim=(0, 1, 3)).abs().max() < 0.02
     std_after_clip = standardised.std(dim=(0, 1, 3))  # the gyroscopes' heavy tails lose up to 6 %
@@ -170,8 +170,8 @@ def test_normalisation_uses_training_subjects_only():
 def test_validation_is_whole_training_subjects_chosen_by_seed_only():
     first, again, other = (HARDataModule(batch_size=64, seed=seed) for seed in (0, 0, 1))
     assert first.subjects == again.subjects and first.subjects["val"] != other.subjects["val"]
-    torch.testing.assert_close(first.val_dataset.tensors[0], again.val_dataset.tensors[0])
-    torch.testing.assert_close(first.test_dataset.tensors[0], other.test_dataset.tensors[0])
+    torch.testing.assert_close(first.real_images("val"), again.real_images("val"))
+    torch.testing.assert_close(first.real_images("test"), other.real_images("test"))
     windows, labels, subjects = har_windows()
     for dm in (first, other):
         train, val, test = (set(dm.subjects[split]) for split in ("train", "val", "test"))
@@ -180,10 +180,10 @@ def test_validation_is_whole_training_subjects_chosen_by_seed_only():
         # each split holds exactly its subjects' windows: no window of a validation subject is trained on
         for split, members in (("train", train), ("val", val)):
             rows = np.isin(subjects, sorted(members))
-            images, split_labels = getattr(dm, f"{split}_dataset").tensors
+            images, split_labels = dm.real_images(split), dm.split_labels(split)
             torch.testing.assert_close(images, dm._to_images(torch.from_numpy(windows[rows])))
             np.testing.assert_array_equal(split_labels.numpy(), labels[rows])
-        assert set(torch.unique(dm.val_dataset.tensors[1]).tolist()) == set(range(6))  # every activity
+        assert set(torch.unique(dm.split_labels("val")).tolist()) == set(range(6))  # every activity
 
 
 @needs_data
@@ -196,5 +196,5 @@ def test_a_bad_number_of_validation_subjects_names_the_key():
 @needs_data
 def test_num_labelled_hides_training_labels_only():
     dm = HARDataModule(batch_size=64, num_labelled=60)
-    assert int((dm.train_dataset.tensors[1] >= 0).sum()) == 60
-    assert bool((dm.val_dataset.tensors[1] >= 0).all()) and bool((dm.test_dataset.tensors[1] >= 0).all())
+    assert int((dm.split_labels("train") >= 0).sum()) == 60
+    assert bool((dm.split_labels("val") >= 0).all()) and bool((dm.split_labels("test") >= 0).all())

@@ -16,6 +16,7 @@ from torch.utils.data import TensorDataset
 
 from lightning_gan.cli import run
 from lightning_gan.data import DigitsDataModule
+from lightning_gan.data.samples import SplitDataset
 from lightning_gan.metrics import JudgeFeatures, cached_digits_judge, load_judge, train_judge
 from lightning_gan.metrics.judge import judge_accuracy
 from lightning_gan.models import Classifier
@@ -98,7 +99,7 @@ def test_classifier_trains_and_logs_accuracy_and_loss_per_stage(tmp_path, digits
     n = 2 * digits.batch_size
     model.eval()
     for stage, logged in (("val", fit_metrics["val/acc"]), ("test", trainer.callback_metrics["test/acc"])):
-        x, y = getattr(digits, f"{stage}_dataset").tensors
+        x, y = digits.real_images(stage), digits.split_labels(stage)
         assert logged.item() == pytest.approx((model(x[:n]).argmax(1) == y[:n]).float().mean().item())
 
 
@@ -119,8 +120,12 @@ def test_train_judge_leaves_the_global_rng_alone(trained):
 def test_train_judge_is_reproducible_from_its_seed_and_shows_progress(digits, capsys):
     # a subset keeps this fast: the claim is about determinism, not accuracy
     small = SimpleNamespace(
-        train_dataset=TensorDataset(*(t[:256] for t in digits.train_dataset.tensors)),
-        val_dataset=TensorDataset(*(t[:64] for t in digits.val_dataset.tensors)),
+        train_dataset=SplitDataset(
+            digits.samples, digits.train_dataset.indices[:256], digits.split_labels("train")[:256]
+        ),
+        val_dataset=SplitDataset(
+            digits.samples, digits.val_dataset.indices[:64], digits.split_labels("val")[:64]
+        ),
         img_shape=digits.img_shape,
         num_classes=digits.num_classes,
     )
@@ -130,7 +135,7 @@ def test_train_judge_is_reproducible_from_its_seed_and_shows_progress(digits, ca
         b = train_judge(small, epochs=1, seed=5, progress=False)
     assert "training the judge" not in capsys.readouterr().err
     c = train_judge(small, epochs=1, seed=6, progress=False)
-    x = digits.val_dataset.tensors[0][:8]
+    x = digits.real_images("val")[:8]
     torch.testing.assert_close(a(x), b(x))
     assert not torch.allclose(a(x), c(x))
 
@@ -279,7 +284,7 @@ def test_the_digits_judge_learns_from_every_label_even_when_the_gan_sees_few(tmp
     with mock.patch.object(judge_module, "train_judge", wraps=judge_module.train_judge) as train:
         cached_digits_judge(DigitsDataModule(num_labelled=100), tmp_path)
     taught = train.call_args.args[0]
-    assert (taught.train_dataset.tensors[1] >= 0).all() and len(taught.train_dataset) == 4000
+    assert (taught.split_labels("train") >= 0).all() and len(taught.train_dataset) == 4000
     cached_digits_judge(DigitsDataModule(), tmp_path)  # the same instrument: loaded from the same file
     assert train.call_count == 1
 

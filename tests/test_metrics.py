@@ -127,7 +127,7 @@ def test_real_data_scores_far_higher_is_and_coverage_than_a_one_image_generator(
     for name, images in (("real", real), ("one", one_image)):
         inception = InceptionScore(feature=logits, splits=1)
         inception.update(images)
-        coverage = ClassCoverage(torch.bincount(dm.val_dataset.tensors[1]).double())
+        coverage = ClassCoverage(torch.bincount(dm.split_labels("val")).double())
         coverage.update(logits(images))
         scores[name] = (inception.compute()[0].item(), coverage.compute()["classes_covered"].item())
     assert scores["real"][0] > 5 * scores["one"][0] and scores["one"][0] == pytest.approx(1.0, abs=1e-4)
@@ -207,7 +207,7 @@ class RealDigits(torch.nn.Module):
 
     def __init__(self, shift: int, judge: Classifier):
         super().__init__()
-        images, labels = DigitsDataModule().val_dataset.tensors
+        images, labels = DigitsDataModule().real_images("val"), DigitsDataModule().split_labels("val")
         with torch.no_grad():
             right = judge(images).argmax(1) == labels
         self.register_buffer("per_class", torch.stack([images[(labels == k) & right][0] for k in range(10)]))

@@ -16,6 +16,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning_gan.cli import run
 from lightning_gan.data import DigitsDataModule, MixedDataModule
 from lightning_gan.data.mixed import AlternatingLoader, class_counts, parse_ratio, parse_schedule
+from lightning_gan.data.samples import SplitDataset
 from lightning_gan.models import Classifier
 from tests.conftest import REPO
 from tests.test_har import needs_data
@@ -57,7 +58,7 @@ def test_ratios_are_read_as_the_notes_wrote_them():
 
 def test_fixed_class_mode_follows_the_real_proportions_exactly_up_to_rounding(real, cgan_ckpt, tmp_path):
     dm = mixed(real, cgan_ckpt, tmp_path, class_mode="fixed", ratio="1:3")
-    real_counts = torch.bincount(real.train_dataset.tensors[1], minlength=10)
+    real_counts = torch.bincount(real.split_labels("train"), minlength=10)
     generated = torch.bincount(dm.generated_dataset().tensors[1], minlength=10)
     assert generated.sum() == round(len(real.train_dataset) / 3)
     expected = real_counts.double() * generated.sum() / real_counts.sum()
@@ -69,13 +70,14 @@ def test_fixed_class_mode_follows_the_real_proportions_exactly_up_to_rounding(re
 def test_random_class_mode_ignores_the_real_proportions(cgan_ckpt, tmp_path):
     # real data with only classes 0 and 1 ... 9 in a 10:1 imbalance
     skewed = DigitsDataModule(batch_size=64, seed=0, val_fraction=0.1, test_fraction=0.5)
-    labels = skewed.train_dataset.tensors[1]
+    labels = skewed.split_labels("train")
     keep = (labels == 0) | (torch.rand(len(labels), generator=torch.Generator().manual_seed(0)) < 0.1)
-    skewed.train_dataset = torch.utils.data.TensorDataset(*(t[keep] for t in skewed.train_dataset.tensors))
+    train = skewed.train_dataset
+    skewed.train_dataset = SplitDataset(skewed.samples, train.indices[keep], train.labels[keep])
     fixed = mixed(skewed, cgan_ckpt, tmp_path, class_mode="fixed", ratio="2:1").generated_labels()
     random = mixed(skewed, cgan_ckpt, tmp_path, class_mode="random", ratio="2:1").generated_labels()
     share_0 = lambda y: (y == 0).double().mean().item()  # noqa: E731
-    real_share = share_0(skewed.train_dataset.tensors[1])
+    real_share = share_0(skewed.split_labels("train"))
     assert share_0(fixed) == pytest.approx(real_share, abs=0.01)
     assert share_0(random) == pytest.approx(0.1, abs=0.03) and real_share > 0.4
 
@@ -147,9 +149,9 @@ def test_resample_draws_new_samples_every_epoch_and_validates_without_the_reload
 
 def test_no_generated_sample_reaches_validation_or_test(real, cgan_ckpt, tmp_path):
     dm = mixed(real, cgan_ckpt, tmp_path, ratio="2:1")
-    for loader, split in ((dm.val_dataloader(), real.val_dataset), (dm.test_dataloader(), real.test_dataset)):
+    for loader, split in ((dm.val_dataloader(), "val"), (dm.test_dataloader(), "test")):
         images = torch.cat([x for x, _ in loader])
-        assert torch.equal(images, split.tensors[0])
+        assert torch.equal(images, real.real_images(split))
 
 
 def test_the_cache_is_reused_only_for_the_same_generator_checkpoint(real, cgan_ckpt, tmp_path):
@@ -212,9 +214,9 @@ class BrightnessJudge(torch.nn.Module):
 def two_classes() -> DigitsDataModule:
     """The same module with only the training digits 0 and 1."""
     two = DigitsDataModule(batch_size=32, seed=0, val_fraction=0.1, test_fraction=0.8)
-    images, labels = two.train_dataset.tensors
-    keep = labels <= 1
-    two.train_dataset = torch.utils.data.TensorDataset(images[keep], labels[keep])
+    train = two.train_dataset
+    keep = train.labels <= 1
+    two.train_dataset = SplitDataset(two.samples, train.indices[keep], train.labels[keep])
     return two
 
 

@@ -105,7 +105,7 @@ def test_acgan_class_head_gets_gradient_from_real_and_from_generated_images():
         discriminator=partial(DCGANDiscriminator, base_channels=8), fake_class_loss=True,
     )  # fmt: skip
     head = list(model.discriminator.classifier.parameters())
-    real, labels = DigitsDataModule().train_dataset.tensors[0][:8], torch.arange(8)
+    real, labels = DigitsDataModule().real_images("train")[:8], torch.arange(8)
     fake_labels = (torch.arange(8) + 3) % 10
     fake = model.generator(torch.randn(8, 8), fake_labels)
     for images, targets in ((real, labels), (fake.detach(), fake_labels)):

@@ -172,7 +172,7 @@ class GANMetrics(Callback):
         }
         num_classes = trainer.datamodule.num_classes  # the real data's classes, which the judge predicts
         if num_classes >= 2:
-            real_labels = trainer.datamodule.val_dataset.tensors[1]
+            real_labels = trainer.datamodule.split_labels("val")
             histogram = torch.bincount(real_labels[real_labels >= 0], minlength=num_classes).double()
             metrics["coverage"] = ClassCoverage(histogram, min_share=self.min_share)
             if getattr(pl_module, "conditional", False):

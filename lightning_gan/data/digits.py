@@ -37,4 +37,4 @@ class DigitsDataModule(GANDataModule):
 
     def load_data(self) -> tuple[Tensor, Tensor, list[str]]:
         pixels, labels = _mnist_5k()
-        return pixels.float() / 127.5 - 1, labels.clone(), [str(digit) for digit in range(10)]
+        return pixels, labels.clone(), [str(digit) for digit in range(10)]  # uint8 until batched

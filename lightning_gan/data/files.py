@@ -1,18 +1,21 @@
-"""Data modules for the user's own images: a folder per class, or one array file."""
+"""The data module for the user's own image files: a folder per class."""
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from einops import rearrange
 from PIL import Image
 from torch import Tensor
 
 from lightning_gan.data.base import GANDataModule
+from lightning_gan.data.samples import Samples, centre_window
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _GREY_MODES = ("1", "L", "LA")
+#: Images whose headers are read at construction: the channels and the shape, and a bad file found early.
+HEADER_SAMPLE = 64
 
 
 def _visible(path: Path) -> bool:
@@ -20,14 +23,122 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".")
 
 
+def _open(path: Path) -> Image.Image:
+    """The image at ``path``, header read (pixels not yet decoded); a ValueError naming it if unreadable."""
+    try:
+        return Image.open(path)
+    except OSError as error:  # also UnidentifiedImageError
+        raise ValueError(f"cannot read image {path}: {error}") from error
+
+
+class ImageFiles(Samples):
+    """Image files, decoded one at a time: ``prepare`` reads, converts, centre-crops and resizes with PIL.
+
+    File names are kept as one numpy array of bytes, not a list of Python strings: DataLoader workers
+    share it without copying (touching millions of Python objects' reference counts would copy their pages).
+
+    Args:
+        root: The folder the paths lie in.
+        paths: Every image file.
+        labels: (N,) int64.
+        class_names: One per class.
+        channels: 1 or 3; None decides from the headers of up to :data:`HEADER_SAMPLE` images.
+        check_size: Whether every image must have the first one's size (no resizing).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        paths: list[Path],
+        labels: Tensor,
+        class_names: list[str],
+        channels: int | None,
+        check_size: bool,
+    ) -> None:
+        self.root, self.labels, self.class_names = str(root), labels, class_names
+        self.names = np.array([path.relative_to(root).as_posix().encode() for path in paths])
+        spread = sorted(
+            {round(i * (len(paths) - 1) / max(HEADER_SAMPLE - 1, 1)) for i in range(HEADER_SAMPLE)}
+        )
+        headers = {}
+        for i in spread:
+            with _open(paths[i]) as image:
+                headers[i] = (image.mode, image.size)
+        grey = all(mode in _GREY_MODES for mode, _ in headers.values())
+        self.mode = "L" if (channels or (1 if grey else 3)) == 1 else "RGB"
+        self.first_size = headers[0][1]
+        self.check_size = check_size
+        if check_size:
+            for i, (_, size) in headers.items():
+                self._check_size(i, size)
+
+    def path(self, index: int) -> Path:
+        return Path(self.root, self.names[index].decode())
+
+    def describe(self, index: int) -> str:
+        return str(self.path(index))
+
+    def _check_size(self, index: int, size: tuple[int, int]) -> None:
+        if size != self.first_size:
+            (width, height), (first_w, first_h) = size, self.first_size
+            raise ValueError(
+                f"images differ in size: {self.path(0)} is {first_w}x{first_h} but {self.path(index)} is "
+                f"{width}x{height}; set data.image_size to resize them all"
+            )
+
+    @property
+    def native_shape(self) -> tuple[int, int, int]:
+        width, height = self.first_size
+        return (1 if self.mode == "L" else 3), height, width
+
+    def read(self, index: int) -> Tensor:
+        return self.prepare(index, None, None)
+
+    def prepare(self, index: int, crop: int | None, size: int | None) -> Tensor:
+        path = self.path(index)
+        with _open(path) as image:
+            if self.check_size and crop is None:
+                self._check_size(index, image.size)
+            try:
+                image = image.convert(self.mode)  # first: PIL resizes palette images nearest-neighbour only
+            except OSError as error:  # truncated or corrupt pixel data
+                raise ValueError(f"cannot read image {path}: {error}") from error
+        if crop is not None:
+            if crop > min(image.size):
+                raise ValueError(
+                    f"data.crop={crop} is larger than {path}, which is {image.width}x{image.height}"
+                )
+            top, left = centre_window(image.height, image.width, crop)
+            image = image.crop((left, top, left + crop, top + crop))
+        if size is not None and image.size != (size, size):
+            image = image.resize((size, size), Image.Resampling.BILINEAR)
+        pixels = torch.from_numpy(np.asarray(image).copy())
+        return pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1).contiguous()
+
+    def keys(self, indices: Tensor) -> Tensor:
+        # a file's path under the root and its size: comparable between modules reading the same folder
+        # (wherever it is mounted), and no pixel is read
+        def key(index: int) -> int:
+            name = self.names[index]
+            record = name + b"\0" + str(self.path(index).stat().st_size).encode()
+            return int.from_bytes(hashlib.blake2b(record, digest_size=8).digest(), "little", signed=True)
+
+        return torch.tensor([key(int(i)) for i in indices], dtype=torch.int64)
+
+
 class ImageFolderDataModule(GANDataModule):
     """Images in ``root/<class name>/<image>``; classes are the sub-folders in sorted order.
 
+    The folder is indexed at construction (file names and labels; a few images' headers for the shape);
+    images are decoded, cropped and resized by PIL in the DataLoader workers, one per item, so memory does
+    not grow with their number. ``cache=True`` decodes them all once into memory (uint8), for small sets.
+
     Args:
         root: Folder with one sub-folder of images per class.
-        channels: 1 (greyscale) or 3 (RGB); None picks 1 if every image is greyscale, else 3.
-        **kwargs: :class:`GANDataModule` arguments. Without ``image_size`` all images must share one size;
-            with it, each is resized by PIL to ``image_size x image_size``.
+        channels: 1 (greyscale) or 3 (RGB); None picks 1 if the images sampled at construction (up to
+            64, spread over the folder) are all greyscale, else 3. Set it for large folders of mixed modes.
+        **kwargs: :class:`GANDataModule` arguments. Without ``image_size`` (or a centre ``crop``) all images
+            must share one size; with it, each is resized by PIL to ``image_size x image_size``.
     """
 
     def __init__(self, root: str, channels: int | None = None, **kwargs: Any) -> None:
@@ -61,116 +172,10 @@ class ImageFolderDataModule(GANDataModule):
             files.append(images)
         return [class_dir.name for class_dir in class_dirs], files
 
-    def load_data(self) -> tuple[Tensor, Tensor, list[str]]:
+    def load_samples(self) -> ImageFiles:
         class_names, files = self._image_files()
-        paths = [path for class_files in files for path in class_files]
-        images = []
-        for path in paths:
-            try:
-                with Image.open(path) as image:
-                    image.load()
-                    images.append(image)
-            except OSError as error:  # also UnidentifiedImageError and truncated files
-                raise ValueError(f"cannot read image {path}: {error}") from error
-        channels = self.channels or (1 if all(image.mode in _GREY_MODES for image in images) else 3)
-        if self.image_size is None:
-            first = images[0]
-            for path, image in zip(paths, images, strict=True):
-                if image.size != first.size:
-                    raise ValueError(
-                        f"images differ in size: {paths[0]} is {first.width}x{first.height} but {path} is "
-                        f"{image.width}x{image.height}; set data.image_size to resize them all"
-                    )
-        images = [image.convert("L" if channels == 1 else "RGB") for image in images]
-        if self.image_size is not None:
-            # convert first: PIL resizes palette images with nearest neighbour only
-            size = (self.image_size, self.image_size)
-            images = [image.resize(size, Image.Resampling.BILINEAR) for image in images]
-        pixels = np.stack(
-            [np.asarray(image).reshape(image.height, image.width, channels) for image in images]
-        )
         labels = [label for label, class_files in enumerate(files) for _ in class_files]
-        return (
-            torch.from_numpy(rearrange(pixels, "n h w c -> n c h w")).float() / 127.5 - 1,
-            torch.tensor(labels, dtype=torch.int64),
-            class_names,
-        )
-
-
-class ArrayDataModule(GANDataModule):
-    """Images (and optional labels) from a ``.npz`` or ``.pt`` file.
-
-    The file holds ``images``: (N, C, H, W) with C in {1, 3}, or (N, H, W) for greyscale; uint8 0..255 or
-    float already in [-1, 1]. Optional ``labels``: integers 0..K-1 of shape (N,).
-
-    Args:
-        path: The ``.npz`` (read with ``allow_pickle=False``) or ``.pt`` (``weights_only=True``) file.
-        **kwargs: :class:`GANDataModule` arguments.
-    """
-
-    def __init__(self, path: str, **kwargs: Any) -> None:
-        self.path = path
-        super().__init__(**kwargs)
-
-    def _read(self) -> dict[str, Tensor]:
-        path = Path(self.path)
-        if not path.is_file():
-            raise FileNotFoundError(f"data.path={self.path!r} does not exist: expected a .npz or .pt file")
-        if path.suffix.lower() == ".npz":
-            with np.load(path, allow_pickle=False) as arrays:
-                return {key: torch.from_numpy(arrays[key]) for key in arrays.files}
-        if path.suffix.lower() == ".pt":
-            content = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(content, dict):
-                raise ValueError(f"{path} holds a {type(content).__name__}: expected a dict with 'images'")
-            return {key: torch.as_tensor(value) for key, value in content.items()}
-        raise ValueError(f"data.path={self.path!r} has suffix {path.suffix!r}: expected .npz or .pt")
-
-    def load_data(self) -> tuple[Tensor, Tensor, list[str]]:
-        arrays, path = self._read(), self.path
-        if "images" not in arrays:
-            raise ValueError(f"{path} has no 'images' key: found {sorted(arrays)}")
-        images = arrays["images"]
-        if images.ndim == 3:
-            images = images[:, None]  # (N, H, W) -> (N, 1, H, W)
-        if images.ndim != 4 or images.shape[1] not in (1, 3) or len(images) == 0:
-            raise ValueError(
-                f"{path}: 'images' has shape {tuple(arrays['images'].shape)}: expected (N, C, H, W) with C 1 "
-                "or 3, or (N, H, W), with N >= 1 (move the channel axis of channels-last arrays to 1)"
-            )
-        if images.dtype == torch.uint8:
-            images = images.float() / 127.5 - 1
-        elif images.is_floating_point():
-            low, high = images.min().item(), images.max().item()
-            if low < -1 or high > 1:
-                raise ValueError(
-                    f"{path}: float 'images' lie in [{low:.4g}, {high:.4g}] but must lie in [-1, 1]: "
-                    "scale them first (for 0..255 pixels: x / 127.5 - 1) or store uint8"
-                )
-            images = images.float()
-        else:
-            raise ValueError(f"{path}: 'images' has dtype {images.dtype}: expected uint8 or float in [-1, 1]")
-        if "labels" not in arrays:
-            return images, torch.full((len(images),), -1, dtype=torch.int64), []
-        labels = self._labels(arrays["labels"], len(images))
-        return images, labels, [str(label) for label in range(int(labels.max()) + 1)]
-
-    def _labels(self, labels: Tensor, num_images: int) -> Tensor:
-        path = self.path
-        if (
-            labels.is_floating_point()
-            or labels.is_complex()
-            or labels.dtype == torch.bool
-            or labels.ndim != 1
-        ):
-            raise ValueError(
-                f"{path}: 'labels' has shape {tuple(labels.shape)} and dtype {labels.dtype}: "
-                f"expected integers of shape ({num_images},)"
-            )
-        if len(labels) != num_images:
-            raise ValueError(f"{path}: 'labels' has {len(labels)} entries but 'images' has {num_images}")
-        if labels.min() < 0:
-            raise ValueError(
-                f"{path}: 'labels' has negative values (min {labels.min().item()}): expected 0..K-1"
-            )
-        return labels.long()
+        paths = [path for class_files in files for path in class_files]
+        one_size = self.image_size is None and self.crop is None  # else every image comes out the same size
+        return ImageFiles(Path(self.root), paths, torch.tensor(labels, dtype=torch.int64), class_names,
+                          self.channels, check_size=one_size)  # fmt: skip

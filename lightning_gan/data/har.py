@@ -24,11 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import TensorDataset
 
 from lightning_gan.data.base import GANDataModule
-from lightning_gan.data.provenance import sample_hashes
 from lightning_gan.data.sampler import seeded_generator
+from lightning_gan.data.samples import SplitDataset, TensorSamples
 from lightning_gan.validation import require, require_int
 
 CLASS_NAMES = ["WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING"]
@@ -305,9 +304,9 @@ class HARDataModule(GANDataModule):
             train_per_class=train_per_class,
             judge=judge,
         )
-        self.val_dataset = TensorDataset(images[val], labels_t[val])
-        self.test_dataset = TensorDataset(images[test], labels_t[test])
-        self._split_hashes |= {"val": sample_hashes(images[val]), "test": sample_hashes(images[test])}
+        for split, members in (("val", val), ("test", test)):
+            held = TensorSamples(images[members], labels_t[members], list(CLASS_NAMES))
+            setattr(self, f"{split}_dataset", SplitDataset(held, torch.arange(len(held)), held.labels))
         self.subjects: dict[str, list[int]] = {  # who is in each split
             "train": sorted(set(pool.tolist()) - set(chosen.tolist())),
             "val": sorted(chosen.tolist()),

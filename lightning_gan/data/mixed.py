@@ -22,6 +22,7 @@ from torch.utils.data import ConcatDataset, DataLoader, TensorDataset
 from lightning_gan.data.base import GANDataModule
 from lightning_gan.data.provenance import check_no_leak
 from lightning_gan.data.sampler import seeded_generator
+from lightning_gan.data.samples import collate_images
 from lightning_gan.validation import require, require_int
 
 ClassMode = Literal["fixed", "random"]
@@ -180,7 +181,7 @@ class MixedDataModule(LightningDataModule):
             real.class_names,
         )
         self.val_dataset, self.test_dataset = real.val_dataset, real.test_dataset
-        real_labels = real.train_dataset.tensors[1]
+        real_labels = real.split_labels("train")
         require(
             bool((real_labels >= 0).all()),
             "data.real",
@@ -314,11 +315,15 @@ class MixedDataModule(LightningDataModule):
         epoch = self.trainer.current_epoch if self.resample and self.trainer is not None else 0
         generated, real = self.generated_dataset(epoch), self.real.train_dataset
         rng = seeded_generator(self.seed * 7919 + epoch)
+        # generated samples are float, real ones as stored (uint8 pixels): collate_images forms both batches
+        loading = {"collate_fn": collate_images, "num_workers": self.real.num_workers}
         if self.pattern is None:
-            return DataLoader(ConcatDataset([generated, real]), self.batch_size, shuffle=True, generator=rng)
+            return DataLoader(
+                ConcatDataset([generated, real]), self.batch_size, shuffle=True, generator=rng, **loading
+            )
         return AlternatingLoader(
-            DataLoader(generated, self.batch_size, shuffle=True, generator=rng),
-            DataLoader(real, self.batch_size, shuffle=True, generator=rng),
+            DataLoader(generated, self.batch_size, shuffle=True, generator=rng, **loading),
+            DataLoader(real, self.batch_size, shuffle=True, generator=rng, **loading),
             self.pattern,
         )
 

@@ -39,6 +39,8 @@ class ResumableSampler(Sampler[int]):
         shuffle: If False, the order is ``0..num_samples-1`` every epoch.
         num_replicas: Number of DDP processes.
         rank: This process's rank, in ``[0, num_replicas)``.
+        tag_epoch: Yield ``(epoch, index)`` pairs instead of indices, for datasets whose random augmentations
+            are seeded per epoch and sample (:class:`~lightning_gan.data.samples.SplitDataset`).
 
     Example:
         >>> sampler = ResumableSampler(6, seed=1)
@@ -49,7 +51,14 @@ class ResumableSampler(Sampler[int]):
     """
 
     def __init__(
-        self, num_samples: int, *, seed: int = 0, shuffle: bool = True, num_replicas: int = 1, rank: int = 0
+        self,
+        num_samples: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+        tag_epoch: bool = False,
     ) -> None:
         if not is_int(num_samples) or num_samples < 1:
             raise ValueError(f"num_samples={num_samples!r} is not allowed: must be an integer >= 1")
@@ -64,6 +73,7 @@ class ResumableSampler(Sampler[int]):
         self.shuffle = shuffle
         self.num_replicas = num_replicas
         self.rank = rank
+        self.tag_epoch = tag_epoch
         self.epoch = 0
         self.consumed = 0
 
@@ -83,14 +93,14 @@ class ResumableSampler(Sampler[int]):
         padded = (order * math.ceil(total / self.num_samples))[:total]
         return padded[self.rank :: self.num_replicas]
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int | tuple[int, int]]:
         indices = self._epoch_indices()
         if self.consumed >= len(indices):
             self.consumed = 0  # a finished epoch that is read again starts over, like any sampler
         for position in range(self.consumed, len(indices)):
             # count before yielding: a consumer that stops after n next() calls has consumed n
             self.consumed = position + 1
-            yield indices[position]
+            yield (self.epoch, indices[position]) if self.tag_epoch else indices[position]
 
     def set_epoch(self, epoch: int) -> None:
         """Selects the epoch's order; a different epoch starts from its beginning."""
@@ -140,9 +150,10 @@ class StepLoader:
         self.batches_per_step = batches_per_step
 
     @property
-    def sampler(self) -> Sampler:
-        """The loader's sampler; Lightning calls ``set_epoch`` on it at each epoch start."""
-        return self.loader.sampler
+    def sampler(self) -> Sampler | DataLoader:
+        """What Lightning calls ``set_epoch`` on at each epoch start: the loader's sampler, or the loader
+        itself where it keeps the epoch (:class:`~lightning_gan.data.streaming.EpochLoader`)."""
+        return self.loader if hasattr(self.loader, "set_epoch") else self.loader.sampler
 
     @property
     def dataset(self) -> Dataset:

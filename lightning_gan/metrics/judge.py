@@ -23,11 +23,12 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.strategies import Strategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from lightning_gan.data import DigitsDataModule
 from lightning_gan.data.sampler import seeded_generator
+from lightning_gan.data.samples import collate_images
 from lightning_gan.models.classifier import Classifier
 
 JudgeOutput = Literal["logits", "features"]
@@ -112,19 +113,22 @@ def load_judge(path: str | Path, map_location: str | torch.device = "cpu") -> Cl
 
 
 @torch.no_grad()
-def judge_accuracy(classifier: Classifier, dataset: TensorDataset) -> float:
-    """Share of ``dataset``'s (images, labels) that ``classifier`` labels right, in eval mode."""
-    images, labels = dataset.tensors
+def judge_accuracy(classifier: Classifier, dataset: Dataset) -> float:
+    """Share of ``dataset``'s (image, label) items that ``classifier`` labels right, in eval mode."""
     was_training = classifier.training
     classifier.eval()
+    correct = total = 0
     try:
-        correct = sum(
-            (classifier(x).argmax(dim=1) == y).sum().item()
-            for x, y in zip(images.split(EVAL_BATCH_SIZE), labels.split(EVAL_BATCH_SIZE), strict=True)
+        # a generator of its own: a DataLoader draws its workers' base seed from it, not from the global one
+        loader = DataLoader(
+            dataset, batch_size=EVAL_BATCH_SIZE, collate_fn=collate_images, generator=seeded_generator(0)
         )
+        for images, labels in loader:
+            correct += (classifier(images).argmax(dim=1) == labels).sum().item()
+            total += len(labels)
     finally:
         classifier.train(was_training)
-    return correct / len(labels)
+    return correct / total
 
 
 def train_judge(
@@ -143,8 +147,8 @@ def train_judge(
     (the GAN's training) is the same whether or not a judge was trained.
 
     Args:
-        datamodule: Has ``train_dataset``/``val_dataset`` TensorDatasets of (images in [-1, 1], labels),
-            ``img_shape`` and ``num_classes`` (any :class:`~lightning_gan.data.GANDataModule`).
+        datamodule: Has ``train_dataset``/``val_dataset`` :class:`~lightning_gan.data.samples.SplitDataset`
+            splits, ``img_shape`` and ``num_classes`` (any :class:`~lightning_gan.data.GANDataModule`).
         epochs: Passes over the training set.
         seed: Seeds the initial weights and the batch order.
         feature_dim: Size of the penultimate features (FID/KID's feature space).
@@ -160,13 +164,15 @@ def train_judge(
         torch.manual_seed(seed)  # the initial weights
         classifier = Classifier(datamodule.img_shape, datamodule.num_classes, feature_dim=feature_dim)
         optimizer = classifier.configure_optimizers()
-        images, labels = datamodule.train_dataset.tensors
-        known = labels >= 0  # hidden labels (-1, semi-supervised data) are never used
+        training = datamodule.train_dataset.unaugmented()  # the images as they are: no flips, no random crops
+        known = torch.nonzero(training.labels >= 0).flatten()  # hidden labels (-1) are never used
         loader = DataLoader(
-            TensorDataset(images[known], labels[known]),
+            Subset(training, known.tolist()),
             batch_size=JUDGE_BATCH_SIZE,
             shuffle=True,
             generator=seeded_generator(seed),
+            collate_fn=collate_images,
+            num_workers=getattr(datamodule, "num_workers", 0),
         )
         classifier.train()
         with tqdm(
@@ -183,7 +189,7 @@ def train_judge(
     classifier.eval()
     accuracy = judge_accuracy(classifier, datamodule.val_dataset)
     rank_zero_info(
-        f"Trained a judge classifier on {int(known.sum())} labelled images, epochs={epochs}: "
+        f"Trained a judge classifier on {len(known)} labelled images, epochs={epochs}: "
         f"{accuracy:.2%} accuracy on the {len(datamodule.val_dataset)} validation images"
     )
     return classifier
@@ -210,6 +216,8 @@ def judge_cache_path(datamodule: LightningDataModule, cache_dir: Path, feature_d
         "epochs": JUDGE_EPOCHS,
         "judge_seed": JUDGE_SEED,
     }
+    if getattr(datamodule, "crop", None) is not None:  # only then: the digests of judges cached before stay
+        key["crop"] = [datamodule.crop, datamodule.crop_mode]
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return cache_dir / f"judge-digits-{digest}.ckpt"
 

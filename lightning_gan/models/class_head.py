@@ -46,7 +46,7 @@ class ClassHeadEvaluation(LightningModule):
         data = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if not self.class_head or not hasattr(data, "real_images"):
             return False
-        images = data.real_images("train")[: self.BN_IMAGES]
+        images = data.real_images("train", limit=self.BN_IMAGES)
         batches = (batch.to(self.device) for batch in images.split(256))
         return estimate_batchnorm_(self.discriminator, self.discriminator, batches)
 
