@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import itertools
 import multiprocessing
 import os
@@ -119,27 +118,20 @@ class Baseline(Dataset):
         return torch.from_numpy(pixels).permute(2, 0, 1).float() / 127.5 - 1, label
 
 
-def accepts(cls: type, name: str) -> bool:
-    """Whether ``cls(...)`` takes the argument ``name`` (in its own ``__init__`` or one it forwards to)."""
-    inits = [klass.__init__ for klass in cls.__mro__ if "__init__" in vars(klass) and klass is not object]
-    return any(name in inspect.signature(init).parameters for init in inits)
-
-
 def module_factory(source: str, spec: dict):
     """A function constructing the data module of ``source`` (imported beforehand, outside the timing)."""
     common = {"batch_size": spec["batch_size"], "num_workers": spec.get("workers", 0)}
     if source == "folder":
         from lightning_gan.data import ImageFolderDataModule as Module
 
-        kwargs = {"root": spec["path"], "seed": 0, "val_fraction": 0.1, "test_fraction": 0.1}
-        if accepts(Module, "cache"):
-            kwargs["cache"] = False
+        kwargs = {"root": spec["path"], "seed": 0, "val_fraction": 0.1, "test_fraction": 0.1, "cache": False}
     elif source == "npy":
         from lightning_gan.data import ArrayDataModule as Module
 
-        kwargs = {"path": str(Path(spec["path"]) / "images.npy")}
-        if accepts(Module, "labels"):
-            kwargs["labels"] = str(Path(spec["path"]) / "labels.npy")
+        kwargs = {
+            "path": str(Path(spec["path"]) / "images.npy"),
+            "labels": str(Path(spec["path"]) / "labels.npy"),
+        }
     else:
         from lightning_gan.data.streaming import StreamingDataModule as Module
 
