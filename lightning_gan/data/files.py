@@ -1,6 +1,7 @@
 """The data module for the user's own image files: a folder per class."""
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ _GREY_MODES = ("1", "L", "LA")
 HEADER_SAMPLE = 64
 
 
-def _visible(path: Path) -> bool:
+def _visible(path: Path | os.DirEntry) -> bool:
     # skip .DS_Store, .ipynb_checkpoints and the like that tools leave in data folders
     return not path.name.startswith(".")
 
@@ -160,11 +161,14 @@ class ImageFolderDataModule(GANDataModule):
             raise ValueError(f"data.root={self.root!r} has no class sub-folders: expected {expected}")
         files = []
         for class_dir in class_dirs:
-            images = sorted(
-                path
-                for path in class_dir.iterdir()
-                if path.is_file() and _visible(path) and path.suffix.lower() in IMAGE_SUFFIXES
-            )
+            # os.scandir: the file type comes with the listing, not from a stat per file (slow on a cluster's
+            # file system, for 200,000 files)
+            with os.scandir(class_dir) as entries:
+                images = sorted(
+                    class_dir / entry.name
+                    for entry in entries
+                    if entry.is_file() and _visible(entry) and entry.name.lower().endswith(IMAGE_SUFFIXES)
+                )
             if not images:
                 raise ValueError(
                     f"class folder {class_dir} has no images: expected files ending in {IMAGE_SUFFIXES}"

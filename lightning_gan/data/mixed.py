@@ -219,8 +219,8 @@ class MixedDataModule(LightningDataModule):
     def generated_dataset(self, epoch: int = 0) -> TensorDataset:
         """Samples of the generator checkpoint: cached on disk under the checkpoint's hash and settings."""
         path = self._cache_path(epoch)
-        if path.is_file():
-            images, labels = torch.load(path, weights_only=True)
+        if path.is_file():  # memory-mapped: pages are read as samples are, and the page cache can drop them
+            images, labels = torch.load(path, weights_only=True, mmap=True)
             return TensorDataset(images, labels)
         if self._model is None:
             from lightning_gan.generate import load_gan
@@ -245,7 +245,7 @@ class MixedDataModule(LightningDataModule):
         rank_zero_info(
             f"[MixedDataModule] drew {len(labels)} samples of {self.generator_ckpt}, cached at {path}"
         )
-        return TensorDataset(images, labels)
+        return self.generated_dataset(epoch)  # the saved file, memory-mapped
 
     def _sample(self, labels: Tensor, rng: torch.Generator) -> Tensor:
         """Samples (N, C, H, W) of ``labels`` from new latent vectors of ``rng``, 500 at a time."""
