@@ -9,6 +9,7 @@ pixels) until :func:`collate_images` forms the batch and scales it to float32 in
 from __future__ import annotations
 
 import hashlib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 from tqdm.auto import tqdm
 
 from lightning_gan.data.provenance import sample_hashes
@@ -31,16 +32,34 @@ def to_float(images: Tensor) -> Tensor:
     return images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()
 
 
+def _batch(shape: tuple[int, ...]) -> Tensor:
+    """An empty float32 tensor of ``shape``; in a DataLoader worker, in shared memory, as ``default_collate``
+    makes its batches: the batch then travels to the main process without a copy, and the worker does not
+    allocate (and keep, in its heap) a new batch-sized buffer for each batch."""
+    if get_worker_info() is None:
+        return torch.empty(shape)
+    storage = torch.empty(0)._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    return torch.empty(0).new(storage).resize_(shape)
+
+
 def collate_images(items: Sequence[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
     """Stacks (image, label) items into (images (B, C, H, W) float32 in [-1, 1], labels (B,) int64).
 
-    uint8 images are stacked first and scaled once, as a batch: they travel as uint8 until here.
+    uint8 images travel as uint8 until here, and are scaled in the batch: ``x / 127.5 - 1``.
     """
-    images = [image for image, _ in items]
-    if all(image.dtype == torch.uint8 for image in images):
-        batch = to_float(torch.stack(images))
+    shape = tuple(items[0][0].shape)
+    batch = _batch((len(items), *shape))
+    pixels = [image.dtype == torch.uint8 for image, _ in items]
+    for row, (image, _) in zip(batch, items, strict=True):
+        if tuple(image.shape) != shape:
+            raise ValueError(f"a batch mixes images of shapes {shape} and {tuple(image.shape)}")
+        row.copy_(image)  # uint8 to float32 exactly
+    if all(pixels):
+        batch.div_(127.5).sub_(1)
     else:
-        batch = torch.stack([to_float(image) for image in images])
+        for row, scale in zip(batch, pixels, strict=True):
+            if scale:
+                row.div_(127.5).sub_(1)
     return batch, torch.tensor([int(label) for _, label in items], dtype=torch.int64)
 
 
