@@ -113,8 +113,8 @@ class ImageFiles(Samples):
             image = image.crop((left, top, left + crop, top + crop))
         if size is not None and image.size != (size, size):
             image = image.resize((size, size), Image.Resampling.BILINEAR)
-        pixels = torch.from_numpy(np.asarray(image).copy())
-        return pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1).contiguous()
+        pixels = torch.from_numpy(np.array(image))  # one copy; collate_images copies the (C, H, W) view once
+        return pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
 
     def keys(self, indices: Tensor) -> Tensor:
         # a file's path under the root and its size: comparable between modules reading the same folder
