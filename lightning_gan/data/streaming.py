@@ -1,4 +1,4 @@
-"""Lightning's streaming format (litdata) for data on a cluster file system or an object store.
+"""Lightning's streaming format (litdata) for data on a cluster's networked file system.
 
 ``lightning-gan convert`` writes the splits of any data module once, as litdata chunks, with
 what the data module needs to know without reading them: class names, image shape, labels and sample
@@ -182,7 +182,8 @@ class StreamingDataModule(GANDataModule):
 
     Args:
         root: The folder that ``lightning-gan convert`` wrote.
-        cache_dir: Where litdata keeps the chunks it downloads when ``root`` is remote (``s3://...``).
+        cache_dir: litdata's cache folder for chunks (used when litdata copies chunks instead of reading them
+            in place).
 
     The other arguments are :class:`GANDataModule`'s; ``val_fraction``, ``test_fraction``, ``train_per_class``
     (and the source's own, such as ``root``) are set when converting.
