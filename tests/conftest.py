@@ -65,3 +65,17 @@ def whole_and_resumed(fit_fn, root: Path, *args: str) -> tuple[GANCLI, GANCLI]:
     whole = fit_fn(root / "whole", "--trainer.max_steps=4", *args)
     fit_fn(root / "part", "--trainer.max_steps=2", *args)
     return whole, fit_fn(root / "part", "--trainer.max_steps=4", "--ckpt_path=last", *args)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_ddp_port():
+    """Lightning's ``ddp_spawn`` sets ``MASTER_PORT`` in this process's environment and leaves it there
+    (tests/test_metrics.py's DDP test does); every DDP subprocess a later test starts would inherit that port
+    and meet whatever holds it then, instead of finding a free one."""
+    before = {key: os.environ.get(key) for key in ("MASTER_ADDR", "MASTER_PORT")}
+    yield
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -140,6 +141,21 @@ class Probe(Callback):
 '''
 
 
+def run_with_stacks(command: list[str], env: dict[str, str], timeout: float = 240) -> tuple[int, str]:
+    """Runs ``command``; past ``timeout`` seconds every Python process it started prints its threads' stacks
+    (faulthandler, on SIGABRT) before the test fails with them."""
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    env = {**env, "PYTHONFAULTHANDLER": "1"}
+    process = subprocess.Popen(command, cwd=REPO, env=env, start_new_session=True, **pipes)
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGABRT)
+        _, stderr = process.communicate()
+        pytest.fail(f"no end after {timeout} s; the processes' stacks:\n{stderr[-8000:]}")
+    return process.returncode, stderr
+
+
 def test_under_ddp_each_rank_streams_its_own_share(digits_stream, tmp_path):
     _, root = digits_stream
     (tmp_path / "stream_probe.py").write_text(PROBE)
@@ -156,8 +172,8 @@ def test_under_ddp_each_rank_streams_its_own_share(digits_stream, tmp_path):
         f"--data.judge={judge}",
         "--model.generator.init_args.base_channels=4", "--model.discriminator.init_args.base_channels=4",
     ]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
+    returncode, stderr = run_with_stacks(command, env)
+    assert returncode == 0, stderr[-4000:]
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert all(rank["world"] == 2 for rank in ranks)
     seen = [set(rank["seen"]) for rank in ranks]
