@@ -67,12 +67,18 @@ def whole_and_resumed(fit_fn, root: Path, *args: str) -> tuple[GANCLI, GANCLI]:
     return whole, fit_fn(root / "part", "--trainer.max_steps=4", "--ckpt_path=last", *args)
 
 
+#: What Lightning's launchers write into the launching process's environment and leave there.
+DDP_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK")
+
+
 @pytest.fixture(autouse=True)
-def _no_leaked_ddp_port():
-    """Lightning's ``ddp_spawn`` sets ``MASTER_PORT`` in this process's environment and leaves it there
-    (tests/test_metrics.py's DDP test does); every DDP subprocess a later test starts would inherit that port
-    and meet whatever holds it then, instead of finding a free one."""
-    before = {key: os.environ.get(key) for key in ("MASTER_ADDR", "MASTER_PORT")}
+def _no_leaked_ddp_environment():
+    """Restores the DDP variables after each test. Lightning's launchers set them in this process and leave
+    them: ``ddp_spawn`` (tests/test_metrics.py) its ``MASTER_PORT``, and an in-process ``strategy=ddp`` run
+    (tests/test_requeue.py) ``LOCAL_RANK`` and the rest. A DDP subprocess that a later test started on the
+    same pytest worker inherited them, took ``LOCAL_RANK`` for a sign that its ranks had been started for
+    it, never started rank 1, and waited for it in the rendezvous until the test timed out."""
+    before = {key: os.environ.get(key) for key in DDP_VARIABLES}
     yield
     for key, value in before.items():
         if value is None:
