@@ -93,7 +93,7 @@ def crop_and_resize(image: Tensor, crop: int | None, size: int | None, where: Ca
     return image if size is None else resize(image, size)
 
 
-class Samples(Dataset, ABC):
+class Samples(ABC):
     """Samples indexed at construction: labels, class names and identities known, pixels read on demand.
 
     Attributes:
@@ -106,9 +106,6 @@ class Samples(Dataset, ABC):
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    def __getitem__(self, index: int) -> Tensor:
-        return self.read(index)
 
     @property
     @abstractmethod
